@@ -1,0 +1,111 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	CommandStream = "ORDER_CMDS"
+	EventStream   = "ORDER_EVENTS"
+)
+
+// Connect connects to NATS at url, retrying in the background if the server
+// goes away, and logs connection changes.
+func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	return nc, nil
+}
+
+// StreamConfig sets what EnsureStreams creates.
+type StreamConfig struct {
+	Replicas int // 1 on one server, 3 on a cluster
+	// EventMaxAge bounds how long order events are kept for downstream
+	// consumers to catch up.
+	EventMaxAge time.Duration
+}
+
+// CommandStreamConfig is the ORDER_CMDS stream: every partition's commands.
+// It is a work queue (a command is removed once its partition acked it), in
+// files, with a two-minute window in which a republished command (same
+// Nats-Msg-Id) is dropped as a duplicate; beyond it the partition's own
+// bookkeeping (processed_commands, the orders primary key) skips it.
+func CommandStreamConfig(c StreamConfig) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        CommandStream,
+		Description: "checkout, reserve, release, restock and cancel commands, one subject per partition",
+		Subjects:    []string{"orders.cmd.>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(c.Replicas, 1),
+		Duplicates:  2 * time.Minute,
+		MaxMsgSize:  4 << 20,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// EventStreamConfig is the ORDER_EVENTS stream: the CloudEvents downstream
+// services consume. Limits retention keeps them for EventMaxAge whoever has
+// read them; the dedupe window drops an event the relay republishes after a
+// crash (its id is the Nats-Msg-Id).
+func EventStreamConfig(c StreamConfig) jetstream.StreamConfig {
+	age := c.EventMaxAge
+	if age == 0 {
+		age = 7 * 24 * time.Hour
+	}
+	return jetstream.StreamConfig{
+		Name:        EventStream,
+		Description: "order and stock events (CloudEvents 1.0 JSON)",
+		Subjects:    []string{"orders.events.>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(c.Replicas, 1),
+		Duplicates:  2 * time.Minute,
+		MaxAge:      age,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// EnsureStreams creates or updates both streams, idempotently.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
+	for _, sc := range []jetstream.StreamConfig{CommandStreamConfig(c), EventStreamConfig(c)} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	return nil
+}
+
+// Unavailable reports whether err means JetStream could not be reached or
+// did not answer in time: the caller should answer 503 and retry later.
+func Unavailable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}

@@ -1,0 +1,141 @@
+// Package postgres holds the service's PostgreSQL stores, written with sqlx
+// over lib/pq. It translates driver errors into the domain's errors
+// (order.Error) and applies the embedded migrations with pressly/goose.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+	"github.com/pressly/goose/v3"
+
+	"github.com/flashsale/orderd/migrations"
+	"github.com/flashsale/orderd/pkg/order"
+)
+
+// DB is the service's connection pool.
+type DB struct {
+	*sqlx.DB
+}
+
+// Open connects to the database at dsn and checks that it answers.
+func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
+	db, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if maxConns > 0 {
+		db.SetMaxOpenConns(maxConns)
+		db.SetMaxIdleConns(maxConns)
+	}
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ping postgres: %w", err)
+	}
+	return &DB{db}, nil
+}
+
+// Ping checks that the database answers (for readiness).
+func (db *DB) Ping(ctx context.Context) error { return db.PingContext(ctx) }
+
+// Migrate runs a goose command on the embedded migrations: "up", "down",
+// "status", "redo" or "reset". Output (status) goes to out.
+func Migrate(ctx context.Context, db *sql.DB, command string, out io.Writer) error {
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	switch command {
+	case "up":
+		res, err := p.Up(ctx)
+		for _, r := range res {
+			slog.InfoContext(ctx, "migrated", "version", r.Source.Version, "direction", r.Direction, "took", r.Duration)
+		}
+		return wrapMigrate(err)
+	case "down":
+		_, err := p.Down(ctx)
+		return wrapMigrate(err)
+	case "reset":
+		_, err := p.DownTo(ctx, 0)
+		return wrapMigrate(err)
+	case "status":
+		st, err := p.Status(ctx)
+		if err != nil {
+			return wrapMigrate(err)
+		}
+		for _, s := range st {
+			applied := "pending"
+			if s.State == goose.StateApplied {
+				applied = "applied " + s.AppliedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(out, "%04d  %-24s  %s\n", s.Source.Version, s.Source.Path, applied)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown migrate command %q (want up, down, status or reset)", command)
+}
+
+func wrapMigrate(err error) error {
+	if err != nil && !errors.Is(err, goose.ErrNoNextVersion) && !errors.Is(err, goose.ErrNoCurrentVersion) {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Tx runs fn in a transaction, committing if it returns nil and rolling back
+// otherwise.
+func (db *DB) Tx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return translate(fmt.Errorf("begin: %w", err))
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return translate(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+// translate turns driver errors into domain errors where they mean
+// something to the caller: a unique violation is ECONFLICT, a foreign key or
+// check violation is EINVALID, no rows is ENOTFOUND, a connection failure is
+// EUNAVAILABLE. Anything else is returned as is.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return &order.Error{Code: order.ENOTFOUND, Message: "not found"}
+	}
+	var pqe *pq.Error
+	if errors.As(err, &pqe) {
+		switch pqe.Code.Class() {
+		case "08", "57": // connection exception, operator intervention (shutdown)
+			return fmt.Errorf("%w: %w", order.Errorf(order.EUNAVAILABLE, "the database is unavailable"), err)
+		}
+		switch pqe.Code.Name() {
+		case "unique_violation":
+			return fmt.Errorf("%w: %w", order.Errorf(order.ECONFLICT, "already exists"), err)
+		case "foreign_key_violation", "check_violation", "not_null_violation":
+			return fmt.Errorf("%w: %w", order.Errorf(order.EINVALID, "violates a constraint"), err)
+		}
+	}
+	var netErr interface{ Timeout() bool }
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, sql.ErrConnDone) {
+		return fmt.Errorf("%w: %w", order.Errorf(order.EUNAVAILABLE, "the database is unavailable"), err)
+	}
+	return err
+}

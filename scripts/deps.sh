@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# deps.sh makes sure PostgreSQL and Redis answer on their default local ports,
+# installing them from Debian's packages and starting them when they do not.
+#
+# It is idempotent: on a machine where both already run it only checks them.
+# As root it does the work; as another user it prints the exact commands to run
+# and exits non-zero. It also creates the development role the service uses
+# (orderd/orderd, allowed to create databases so that each test package gets
+# its own).
+set -euo pipefail
+
+PGPORT=${PGPORT:-5432}
+REDIS_PORT=${REDIS_PORT:-6379}
+PG_ROLE=${PG_ROLE:-orderd}
+PG_PASSWORD=${PG_PASSWORD:-orderd}
+
+log() { printf 'deps: %s\n' "$*" >&2; }
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 60); do
+    listening "$port" && return 0
+    sleep 0.5
+  done
+  log "$name did not start listening on 127.0.0.1:$port"
+  return 1
+}
+
+need_root() {
+  log "$1 is not running on 127.0.0.1:$2 and this script is not root."
+  log "Run these commands as root, then try again:"
+  shift 2
+  for cmd in "$@"; do printf '    %s\n' "$cmd" >&2; done
+  exit 1
+}
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    apt_updated=1
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+start_postgres() {
+  if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+    apt_install postgresql
+  fi
+  # Start every cluster that is down (the package's own cluster is 15/main).
+  pg_lsclusters -h | while read -r ver name port status _; do
+    if [ "$status" != "online" ]; then
+      log "starting PostgreSQL cluster $ver/$name (port $port)"
+      pg_ctlcluster "$ver" "$name" start
+    fi
+  done
+  wait_port "$PGPORT" PostgreSQL
+}
+
+ensure_role() {
+  # Idempotent: create or update the development role.
+  su postgres -c "psql -q -v ON_ERROR_STOP=1 -p $PGPORT" <<SQL
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') THEN
+    CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  ELSE
+    ALTER ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  END IF;
+END
+\$\$;
+SELECT 'CREATE DATABASE $PG_ROLE OWNER $PG_ROLE'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_ROLE') \gexec
+SQL
+}
+
+start_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server
+  fi
+  log "starting Redis on 127.0.0.1:$REDIS_PORT (append-only file on)"
+  mkdir -p /var/lib/redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" \
+    --dir /var/lib/redis --appendonly yes --appendfsync everysec \
+    --logfile /var/log/redis-orderd.log --save ""
+  wait_port "$REDIS_PORT" Redis
+}
+
+main() {
+  local root=""
+  [ "$(id -u)" = 0 ] && root=1
+
+  if listening "$PGPORT"; then
+    log "PostgreSQL answers on 127.0.0.1:$PGPORT"
+  elif [ -n "$root" ]; then
+    start_postgres
+  else
+    need_root PostgreSQL "$PGPORT" \
+      "apt-get update && apt-get install -y postgresql" \
+      "pg_ctlcluster 15 main start" \
+      "su postgres -c \"psql -c \\\"CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD'\\\"\"" \
+      "su postgres -c \"createdb -O $PG_ROLE $PG_ROLE\""
+  fi
+  if [ -n "$root" ] && id postgres >/dev/null 2>&1; then
+    ensure_role
+  fi
+
+  if listening "$REDIS_PORT"; then
+    log "Redis answers on 127.0.0.1:$REDIS_PORT"
+  elif [ -n "$root" ]; then
+    start_redis
+  else
+    need_root Redis "$REDIS_PORT" \
+      "apt-get update && apt-get install -y redis-server" \
+      "redis-server --daemonize yes --bind 127.0.0.1 --port $REDIS_PORT --appendonly yes"
+  fi
+}
+
+main "$@"

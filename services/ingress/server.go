@@ -1,0 +1,155 @@
+// Package ingress is the thin HTTP front of the order processor: it
+// authenticates, validates the shape of requests, reads carts and catalog,
+// assigns order ids, publishes commands to JetStream, and serves order status
+// by poll and push. It never changes stock. Handlers return errors; one table
+// (problem.go) turns them into RFC 9457 problem responses.
+package ingress
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashsale/orderd/pkg/auth"
+	"github.com/flashsale/orderd/pkg/order"
+)
+
+// Config holds the ingress's settings.
+type Config struct {
+	ShippingFee    int64         // flat shipping fee in minor units
+	Partitions     int           // number of stock partitions
+	PublishTimeout time.Duration // how long a checkout waits for JetStream's ack before answering 503
+}
+
+// Checker is a dependency that readiness checks.
+type Checker struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Deps are the ingress's collaborators. Each is an interface declared in
+// this package (stores.go), satisfied by an adapter in pkg/.
+type Deps struct {
+	Log       *slog.Logger
+	Auth      *auth.Verifier
+	SKUs      SKUStore
+	Addresses AddressStore
+	Carts     CartStore
+	Orders    OrderStore
+	Status    StatusCache
+	Publisher Publisher
+	Numbers   NumberSource
+	Waiter    Waiter
+	Ready     []Checker
+	Registry  *prometheus.Registry
+}
+
+// Server is the HTTP ingress.
+type Server struct {
+	Deps
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	metrics *metrics
+	routes  []string // "METHOD /pattern" of every route, for the OpenAPI test
+}
+
+// New returns a server with every route registered.
+func New(cfg Config, d Deps) *Server {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = 1
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 5 * time.Second
+	}
+	s := &Server{Deps: d, cfg: cfg, log: d.Log, mux: http.NewServeMux()}
+	s.metrics = newMetrics(d.Registry)
+	s.registerRoutes()
+	return s
+}
+
+// Handler returns the server's root handler.
+func (s *Server) Handler() http.Handler {
+	return s.recoverPanics(s.mux)
+}
+
+// Routes returns "METHOD /pattern" for every registered route.
+func (s *Server) Routes() []string { return append([]string(nil), s.routes...) }
+
+// handlerFunc is a handler that returns its error for writeError.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handle registers h for pattern ("METHOD /path"), instrumented and with its
+// errors answered as problems.
+func (s *Server) handle(pattern string, h handlerFunc) {
+	s.routes = append(s.routes, pattern)
+	s.mux.Handle(pattern, s.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}))
+}
+
+func (s *Server) registerRoutes() {
+	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", s.metrics.handler(s.Registry))
+	s.routes = append(s.routes, "GET /metrics")
+	s.handle("GET /openapi.json", s.openAPI)
+	s.catalogRoutes()
+	s.orderRoutes()
+	// Anything else is a 404 problem, not the mux's plain text.
+	s.mux.Handle("/", s.instrument("unmatched", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, order.Errorf(order.ENOTFOUND, "no route %s %s", r.Method, truncate(r.URL.Path, 128)))
+	}))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := make(map[string]string, len(s.Ready))
+	ok := true
+	for _, c := range s.Ready {
+		if err := c.Ping(ctx); err != nil {
+			checks[c.Name] = "down: " + err.Error()
+			ok = false
+			continue
+		}
+		checks[c.Name] = "ok"
+	}
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+	return nil
+}
+
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.ErrorContext(r.Context(), "panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+				s.writeError(w, r, order.Errorf(order.EINTERNAL, "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
