@@ -1,0 +1,194 @@
+package natsbus
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flashsale/orderd/pkg/order"
+)
+
+// BatchPublisher publishes commands with group commit: concurrent Publish
+// calls for one partition are packed into one JetStream message (an
+// order.Envelope), so that one fsync on the server carries many orders.
+//
+// It batches only under load. A partition's queue has at most InFlight
+// messages being published at a time; while they are, new commands wait in
+// the queue, and the next message takes all of them (up to MaxBatch). A lone
+// command is published at once, alone. Every caller returns only after the
+// message that carries its command is acknowledged by JetStream (and so, with
+// sync_interval always, on disk), or with an error when that is unknown.
+type BatchPublisher struct {
+	js       jetstream.JetStream
+	timeout  time.Duration
+	maxBatch int
+	queues   []chan *pending
+	wg       sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+// BatchConfig sets a BatchPublisher's limits.
+type BatchConfig struct {
+	Partitions int           // number of partitions (one queue each)
+	MaxBatch   int           // most commands in one message (default 256)
+	InFlight   int           // messages being published at once per partition (default 2)
+	Timeout    time.Duration // how long one message may wait for its PubAck (default 5s)
+}
+
+type pending struct {
+	raw  json.RawMessage
+	id   uuid.UUID
+	done chan error
+}
+
+// NewBatchPublisher starts one queue per partition; Close stops them.
+func NewBatchPublisher(js jetstream.JetStream, cfg BatchConfig) *BatchPublisher {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
+	}
+	cfg.MaxBatch = min(cfg.MaxBatch, order.MaxEnvelopeCommands)
+	if cfg.InFlight <= 0 {
+		cfg.InFlight = 2
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	b := &BatchPublisher{js: js, timeout: cfg.Timeout, maxBatch: cfg.MaxBatch, stop: make(chan struct{})}
+	b.queues = make([]chan *pending, max(cfg.Partitions, 1))
+	for p := range b.queues {
+		b.queues[p] = make(chan *pending, cfg.MaxBatch*cfg.InFlight*2)
+		b.wg.Add(1)
+		go b.run(p, cfg.InFlight)
+	}
+	return b
+}
+
+// Publish queues cmd for its partition and waits until the message carrying
+// it is acknowledged, or ctx ends. An EUNAVAILABLE error means JetStream did
+// not confirm the command in time: it may or may not be stored, and a retry
+// with the same command id is safe (the partition skips a command it has
+// applied).
+func (b *BatchPublisher) Publish(ctx context.Context, cmd order.Command) error {
+	if cmd.Partition < 0 || cmd.Partition >= len(b.queues) {
+		return fmt.Errorf("publish command: partition %d of %d", cmd.Partition, len(b.queues))
+	}
+	raw, err := json.Marshal(cmd)
+	if err != nil {
+		return fmt.Errorf("encode command: %w", err)
+	}
+	p := &pending{raw: raw, id: cmd.ID, done: make(chan error, 1)}
+	select {
+	case b.queues[cmd.Partition] <- p:
+	case <-ctx.Done():
+		return unavailable(ctx.Err())
+	case <-b.stop:
+		return unavailable(errors.New("publisher closed"))
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return unavailable(ctx.Err())
+	}
+}
+
+// Close stops the queues after the messages being published are settled.
+// Commands still queued fail with EUNAVAILABLE.
+func (b *BatchPublisher) Close() {
+	b.stopOnce.Do(func() { close(b.stop) })
+	b.wg.Wait()
+}
+
+func (b *BatchPublisher) run(partition, inFlight int) {
+	defer b.wg.Done()
+	q := b.queues[partition]
+	slots := make(chan struct{}, inFlight)
+	var sends sync.WaitGroup
+	defer sends.Wait()
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-b.stop:
+			b.failQueued(q)
+			return
+		}
+		var batch []*pending
+		select {
+		case p := <-q:
+			batch = append(batch, p)
+		case <-b.stop:
+			b.failQueued(q)
+			return
+		}
+	drain:
+		for len(batch) < b.maxBatch {
+			select {
+			case p := <-q:
+				batch = append(batch, p)
+			default:
+				break drain
+			}
+		}
+		sends.Add(1)
+		go func() {
+			defer sends.Done()
+			defer func() { <-slots }()
+			err := b.send(partition, batch)
+			for _, p := range batch {
+				p.done <- err
+			}
+		}()
+	}
+}
+
+func (b *BatchPublisher) failQueued(q chan *pending) {
+	for {
+		select {
+		case p := <-q:
+			p.done <- unavailable(errors.New("publisher closed"))
+		default:
+			return
+		}
+	}
+}
+
+// send publishes one envelope. A lone command keeps its own id as the
+// Nats-Msg-Id, so a client's retry within the dedupe window is dropped by
+// the stream; a batch gets a fresh id.
+func (b *BatchPublisher) send(partition int, batch []*pending) error {
+	var buf bytes.Buffer
+	buf.WriteString(`{"commands":[`)
+	for i, p := range batch {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(p.raw)
+	}
+	buf.WriteString(`]}`)
+	msgID := batch[0].id.String()
+	if len(batch) > 1 {
+		msgID = uuid.NewString()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	_, err := b.js.Publish(ctx, order.Subject(partition), buf.Bytes(), jetstream.WithMsgID(msgID), jetstream.WithExpectStream(CommandStream))
+	if err != nil {
+		if Unavailable(err) {
+			return unavailable(err)
+		}
+		return fmt.Errorf("publish %d commands: %w", len(batch), err)
+	}
+	return nil
+}
+
+func unavailable(err error) error {
+	return fmt.Errorf("%w: %w", order.Errorf(order.EUNAVAILABLE, "the order queue did not confirm the order in time, retry with the same Idempotency-Key"), err)
+}
