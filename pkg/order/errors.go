@@ -11,19 +11,19 @@ type Code string
 
 // Error codes.
 const (
-	EINVALID      Code = "invalid"       // the request is well formed but its values are not acceptable (422)
-	EMALFORMED    Code = "malformed"     // the request cannot be decoded (400)
-	ENOTFOUND     Code = "not_found"     // the resource does not exist or is not the caller's (404)
-	ECONFLICT     Code = "conflict"      // the resource is in a state that forbids the action (409)
-	EPAUSED       Code = "sale_paused"   // the sale of a SKU is paused (409)
-	EUNAUTHORIZED Code = "unauthorized"  // missing or invalid credentials (401)
-	EFORBIDDEN    Code = "forbidden"     // valid credentials without the right (403)
-	ETOOLARGE     Code = "too_large"     // the request body is too large (413)
-	ERATELIMIT    Code = "rate_limited"  // the caller sends too much (429)
-	EUNAVAILABLE  Code = "unavailable"   // a dependency is down or slow; retry later (503)
-	EINTERNAL     Code = "internal"      // a bug or an unexpected failure (500)
-	EUNSUPPORTED  Code = "unsupported"   // the media type is not JSON (415)
-	EMETHOD       Code = "not_allowed"   // the method is not allowed on the route (405)
+	EINVALID      Code = "invalid"      // the request is well formed but its values are not acceptable (422)
+	EMALFORMED    Code = "malformed"    // the request cannot be decoded (400)
+	ENOTFOUND     Code = "not_found"    // the resource does not exist or is not the caller's (404)
+	ECONFLICT     Code = "conflict"     // the resource is in a state that forbids the action (409)
+	EPAUSED       Code = "sale_paused"  // the sale of a SKU is paused (409)
+	EUNAUTHORIZED Code = "unauthorized" // missing or invalid credentials (401)
+	EFORBIDDEN    Code = "forbidden"    // valid credentials without the right (403)
+	ETOOLARGE     Code = "too_large"    // the request body is too large (413)
+	ERATELIMIT    Code = "rate_limited" // the caller sends too much (429)
+	EUNAVAILABLE  Code = "unavailable"  // a dependency is down or slow; retry later (503)
+	EINTERNAL     Code = "internal"     // a bug or an unexpected failure (500)
+	EUNSUPPORTED  Code = "unsupported"  // the media type is not JSON (415)
+	EMETHOD       Code = "not_allowed"  // the method is not allowed on the route (405)
 )
 
 // FieldError names one invalid field of a request and says what is wrong.
