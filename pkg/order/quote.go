@@ -22,22 +22,59 @@ type Quote struct {
 // different currencies are EINVALID errors naming the line. Lines must have
 // positive quantities (validate them first).
 func QuoteLines(lines []LineRequest, skus map[uuid.UUID]*SKU, shippingFee int64, field string) (*Quote, error) {
+	return quote(lines, skus, shippingFee, func(i int) string { return fmt.Sprintf("%s[%d]", field, i) })
+}
+
+// QuoteCart prices a cart checkout as the design's cart preview does: ids
+// are the selected SKUs (validate them first with ValidateSKUIDs), cart the
+// user's cart. Every id must name a SKU in skus, even one the cart does not
+// hold; ids the cart holds with quantity 0, or not at all, are skipped
+// (CartLines). It returns an EINVALID error naming the ids by their index in
+// field when a SKU does not exist, a cart quantity is over MaxLineQty or the
+// stock, the SKUs are in different currencies, or no selected SKU is in the
+// cart.
+func QuoteCart(ids []uuid.UUID, cart map[uuid.UUID]int64, skus map[uuid.UUID]*SKU, shippingFee int64, field string) (*Quote, error) {
+	var f Fields
+	index := make([]int, 0, len(ids)) // line number -> index in ids
+	for i, id := range ids {
+		name := fmt.Sprintf("%s[%d]", field, i)
+		switch q := cart[id]; {
+		case skus[id] == nil:
+			f.Add(name, "SKU %s does not exist", id)
+		case q > MaxLineQty:
+			f.Add(name, "your cart holds %d of SKU %s, more than the %d one order line may hold", q, id, MaxLineQty)
+		case q > 0:
+			index = append(index, i)
+		}
+	}
+	if err := f.Err("the order cannot be priced"); err != nil {
+		return nil, err
+	}
+	lines := CartLines(ids, cart)
+	if len(lines) == 0 {
+		return nil, Invalid("the order cannot be priced", FieldError{Field: field, Detail: "none of these SKUs is in your cart"})
+	}
+	return quote(lines, skus, shippingFee, func(i int) string { return fmt.Sprintf("%s[%d]", field, index[i]) })
+}
+
+// quote prices lines; name returns the field path of line i for errors.
+func quote(lines []LineRequest, skus map[uuid.UUID]*SKU, shippingFee int64, name func(i int) string) (*Quote, error) {
 	q := &Quote{Items: make([]Line, 0, len(lines)), ShippingFee: shippingFee}
 	var f Fields
 	for i, l := range lines {
 		s, ok := skus[l.SKUID]
 		if !ok {
-			f.Add(fmt.Sprintf("%s[%d]", field, i), "SKU %s does not exist", l.SKUID)
+			f.Add(name(i), "SKU %s does not exist", l.SKUID)
 			continue
 		}
 		if l.Quantity > s.Stock {
-			f.Add(fmt.Sprintf("%s[%d].quantity", field, i), "%d exceeds the %d left of SKU %s", l.Quantity, s.Stock, l.SKUID)
+			f.Add(name(i)+".quantity", "%d exceeds the %d left of SKU %s", l.Quantity, s.Stock, l.SKUID)
 			continue
 		}
 		if q.Currency == "" {
 			q.Currency = s.Currency
 		} else if q.Currency != s.Currency {
-			f.Add(fmt.Sprintf("%s[%d]", field, i), "SKU %s is sold in %s, the order in %s: one currency per order", l.SKUID, s.Currency, q.Currency)
+			f.Add(name(i), "SKU %s is sold in %s, the order in %s: one currency per order", l.SKUID, s.Currency, q.Currency)
 			continue
 		}
 		line := Line{SKUID: s.ID, Name: s.Name, Quantity: l.Quantity, UnitPrice: s.Price, LineTotal: s.Price * l.Quantity}

@@ -1,7 +1,9 @@
 package order
 
 import (
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -66,10 +68,12 @@ type NewSKU struct {
 func (n *NewSKU) Validate() error {
 	var f Fields
 	switch {
-	case n.Name == "":
+	case strings.TrimSpace(n.Name) == "":
 		f.Add("name", "is required")
 	case len(n.Name) > MaxNameLen:
 		f.Add("name", "is longer than %d bytes", MaxNameLen)
+	case !utf8.ValidString(n.Name) || strings.ContainsFunc(n.Name, isControl):
+		f.Add("name", "contains invalid characters")
 	}
 	switch {
 	case n.Price == nil:
