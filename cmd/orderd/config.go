@@ -1,0 +1,557 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MinSecretLen is the shortest JWT_SECRET accepted: HS256 wants a key of at
+// least 256 bits (RFC 7518, section 3.2).
+const MinSecretLen = 32
+
+// NATSSyncAlways is the NATS_SYNC value that fsyncs every JetStream write
+// before it is acknowledged (SPEC 5.8, the default).
+const NATSSyncAlways = "always"
+
+// natsDefaultSyncInterval is the embedded server's own flush interval when
+// SyncAlways is off; it is the only interval pkg/natsbus can set today.
+const natsDefaultSyncInterval = 2 * time.Minute
+
+// Config is everything orderd reads from its flags and environment. Each
+// field has one option (a flag and an environment variable) in options.
+type Config struct {
+	DatabaseURL string
+	DBMaxConns  int
+	RedisURL    string
+	RedisPrefix string
+
+	NATSURL          string
+	NATSEmbeddedAddr string
+	NATSStoreDir     string
+	NATSSync         string
+	StreamReplicas   int
+
+	HTTPAddr             string
+	JWTSecret            string
+	PaymentWebhookSecret string
+	ShippingFee          int64
+	PublishTimeout       time.Duration
+	PublishBatch         bool
+
+	Partitions         int
+	PaymentHold        time.Duration
+	BatchSize          int
+	PinTTL             time.Duration
+	AckWait            time.Duration
+	MaxDeliver         int
+	ReservationTimeout time.Duration
+	WorkerName         string
+
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	NoMigrate       bool
+
+	// token subcommand
+	TokenSub   string
+	TokenAdmin bool
+	TokenTTL   time.Duration
+}
+
+// Role is what a subcommand runs; it selects the options it takes and what
+// Validate requires.
+type Role string
+
+// The subcommands that take options.
+const (
+	RoleServe   Role = "serve"
+	RoleAPI     Role = "api"
+	RoleWorker  Role = "worker"
+	RoleMigrate Role = "migrate"
+	RoleToken   Role = "token"
+)
+
+// Groups of roles that share options.
+var (
+	allRoles     = []Role{RoleServe, RoleAPI, RoleWorker, RoleMigrate, RoleToken}
+	serviceRoles = []Role{RoleServe, RoleAPI, RoleWorker}
+	dbRoles      = []Role{RoleServe, RoleAPI, RoleWorker, RoleMigrate}
+	httpRoles    = []Role{RoleServe, RoleAPI}
+	workerRoles  = []Role{RoleServe, RoleWorker}
+)
+
+// option binds one Config field to a flag and an environment variable.
+type option struct {
+	flag   string // without dashes
+	env    string // "" for subcommand-only flags (token --sub)
+	def    string // built-in default, as text
+	usage  string
+	secret bool // masked in logs
+	roles  []Role
+	bind   func(c *Config) flag.Value
+}
+
+// options lists every option of every subcommand, in the order --help shows
+// them.
+var options = []option{
+	{flag: "database-url", env: "DATABASE_URL", def: "postgres://orderd:orderd@127.0.0.1:5432/orderd?sslmode=disable",
+		usage: "PostgreSQL URL (or key=value DSN); its password is masked in logs", roles: dbRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.DatabaseURL) }},
+	{flag: "db-max-conns", env: "DB_MAX_CONNS", def: "20",
+		usage: "most PostgreSQL connections this process opens", roles: []Role{RoleServe, RoleAPI, RoleWorker},
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.DBMaxConns) }},
+	{flag: "redis-url", env: "REDIS_URL", def: "redis://127.0.0.1:6379/0",
+		usage: "Redis URL (carts, order status cache); its password is masked in logs", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisURL) }},
+	{flag: "redis-prefix", env: "REDIS_PREFIX", def: "",
+		usage: "prefix of every Redis key, to share one Redis between deployments", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisPrefix) }},
+	{flag: "nats-url", env: "NATS_URL", def: "",
+		usage: "NATS server URL(s), comma-separated; empty: serve starts an embedded NATS server (required for api and worker)", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSURL) }},
+	{flag: "nats-embedded-addr", env: "NATS_EMBEDDED_ADDR", def: "127.0.0.1:4222",
+		usage: "host:port of the embedded NATS server (port 0 picks a free one; the address is logged)", roles: []Role{RoleServe},
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSEmbeddedAddr) }},
+	{flag: "nats-store-dir", env: "NATS_STORE_DIR", def: "./data/nats",
+		usage: "JetStream file store of the embedded NATS server", roles: []Role{RoleServe},
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSStoreDir) }},
+	{flag: "nats-sync", env: "NATS_SYNC", def: NATSSyncAlways,
+		usage: `embedded JetStream fsync policy: "always" fsyncs every write before the PubAck (a 202 survives a power loss); "2m" flushes every 2 minutes (faster, a power loss can lose accepted orders)`, roles: []Role{RoleServe},
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSSync) }},
+	{flag: "stream-replicas", env: "STREAM_REPLICAS", def: "1",
+		usage: "replicas of the JetStream streams: 1 on one server, 3 or 5 on a cluster", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.StreamReplicas) }},
+
+	{flag: "http-addr", env: "HTTP_ADDR", def: ":8080",
+		usage: "HTTP listen address", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.HTTPAddr) }},
+	{flag: "jwt-secret", env: "JWT_SECRET", def: "", secret: true,
+		usage: fmt.Sprintf("HS256 secret of the bearer tokens (required, at least %d bytes)", MinSecretLen), roles: []Role{RoleServe, RoleAPI, RoleToken},
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.JWTSecret) }},
+	{flag: "payment-webhook-secret", env: "PAYMENT_WEBHOOK_SECRET", def: "", secret: true,
+		usage: "HMAC-SHA256 secret of the payment provider's webhook signatures (empty: every webhook is refused)", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.PaymentWebhookSecret) }},
+	{flag: "shipping-fee", env: "SHIPPING_FEE", def: "1000",
+		usage: "flat shipping fee in minor units (cents)", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*int64Value)(&c.ShippingFee) }},
+	{flag: "publish-timeout", env: "PUBLISH_TIMEOUT", def: "3s",
+		usage: "how long a checkout waits for JetStream's ack before answering 503", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*durationValue)(&c.PublishTimeout) }},
+	{flag: "publish-batch", env: "PUBLISH_BATCH", def: "false",
+		usage: "group commit: under load, pack concurrent checkouts of one partition into one JetStream message (one fsync for many orders)", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*boolValue)(&c.PublishBatch) }},
+
+	{flag: "partitions", env: "PARTITIONS", def: "16",
+		usage: "number of stock partitions; every process of a deployment must use the same number", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.Partitions) }},
+	{flag: "payment-hold", env: "PAYMENT_HOLD", def: "15m",
+		usage: "how long a confirmed order holds its stock awaiting payment, unless its SKUs set their own", roles: workerRoles,
+		bind: func(c *Config) flag.Value { return (*durationValue)(&c.PaymentHold) }},
+	{flag: "batch-size", env: "BATCH_SIZE", def: "500",
+		usage: "most commands a partition applies in one database transaction", roles: workerRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.BatchSize) }},
+	{flag: "pin-ttl", env: "PIN_TTL", def: "5s",
+		usage: "how long a partition stays pinned to a silent worker before another takes it over", roles: workerRoles,
+		bind: func(c *Config) flag.Value { return (*durationValue)(&c.PinTTL) }},
+	{flag: "ack-wait", env: "ACK_WAIT", def: "30s",
+		usage: "how long JetStream waits for a command's ack before redelivering it", roles: workerRoles,
+		bind: func(c *Config) flag.Value { return (*durationValue)(&c.AckWait) }},
+	{flag: "max-deliver", env: "MAX_DELIVER", def: "10",
+		usage: "deliveries of a command before it becomes a dead letter", roles: workerRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.MaxDeliver) }},
+	{flag: "reservation-timeout", env: "RESERVATION_TIMEOUT", def: "10s",
+		usage: "how long a multi-partition order waits for its reservations before it is rejected and released", roles: workerRoles,
+		bind: func(c *Config) flag.Value { return (*durationValue)(&c.ReservationTimeout) }},
+	{flag: "worker-name", env: "WORKER_NAME", def: "", // hostname-pid, filled in by newConfig
+		usage: "this worker's name in JetStream (default hostname-pid)", roles: workerRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.WorkerName) }},
+
+	{flag: "shutdown-timeout", env: "SHUTDOWN_TIMEOUT", def: "20s",
+		usage: "how long a graceful shutdown waits for in-flight HTTP requests", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*durationValue)(&c.ShutdownTimeout) }},
+	{flag: "no-migrate", env: "NO_MIGRATE", def: "false",
+		usage: "do not apply the database migrations at start (run `orderd migrate up` instead)", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*boolValue)(&c.NoMigrate) }},
+	{flag: "log-level", env: "LOG_LEVEL", def: "info",
+		usage: "debug, info, warn or error (JSON logs on stderr)", roles: allRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.LogLevel) }},
+
+	{flag: "sub", def: "",
+		usage: "the token's subject: the user id (required)", roles: []Role{RoleToken},
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.TokenSub) }},
+	{flag: "admin", def: "false",
+		usage: "mint an admin token", roles: []Role{RoleToken},
+		bind: func(c *Config) flag.Value { return (*boolValue)(&c.TokenAdmin) }},
+	{flag: "ttl", def: "24h",
+		usage: "how long the token is valid", roles: []Role{RoleToken},
+		bind: func(c *Config) flag.Value { return (*durationValue)(&c.TokenTTL) }},
+}
+
+// roleOptions returns the options role takes.
+func roleOptions(role Role) []option {
+	var out []option
+	for _, o := range options {
+		if slices.Contains(o.roles, role) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// defaultWorkerName is hostname-pid.
+func defaultWorkerName() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "orderd"
+	}
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}
+
+// parseConfig reads role's options: the built-in default, overridden by the
+// environment variable, overridden by the flag. It returns the remaining
+// arguments. With -h or --help it prints the usage to stdout and returns
+// flag.ErrHelp.
+func parseConfig(role Role, synopsis string, args []string, stdout io.Writer) (*Config, []string, error) {
+	c := &Config{}
+	fs := flag.NewFlagSet("orderd "+string(role), flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned; usage is printed below
+	opts := roleOptions(role)
+	for _, o := range opts {
+		v := o.bind(c)
+		if err := v.Set(o.def); err != nil {
+			panic(fmt.Sprintf("orderd: default of --%s: %v", o.flag, err))
+		}
+		if o.env != "" {
+			if s, ok := os.LookupEnv(o.env); ok {
+				if err := v.Set(s); err != nil {
+					return nil, nil, fmt.Errorf("environment variable %s=%q: %w", o.env, mask(o, s), err)
+				}
+			}
+		}
+		fs.Var(v, o.flag, o.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout, role, synopsis, opts)
+			return nil, nil, flag.ErrHelp
+		}
+		return nil, nil, usageError{fmt.Errorf("%w (see orderd %s --help)", err, role)}
+	}
+	if slices.Contains(workerRoles, role) && c.WorkerName == "" {
+		c.WorkerName = defaultWorkerName()
+	}
+	return c, fs.Args(), nil
+}
+
+// printUsage writes role's synopsis and every option it takes with its
+// environment variable and default.
+func printUsage(w io.Writer, role Role, synopsis string, opts []option) {
+	fmt.Fprintf(w, "%s\n\nOptions (a flag overrides its environment variable, which overrides the default):\n", synopsis)
+	for _, o := range opts {
+		name := "--" + o.flag
+		if _, ok := o.bind(&Config{}).(*boolValue); !ok {
+			name += " value"
+		}
+		def := strconv.Quote(o.def)
+		switch {
+		case o.flag == "worker-name":
+			def = "hostname-pid"
+		case o.secret:
+			def = "none"
+		}
+		env := "no environment variable"
+		if o.env != "" {
+			env = "env " + o.env
+		}
+		fmt.Fprintf(w, "\n  %s\n      %s\n      (%s, default %s)\n", name, o.usage, env, def)
+	}
+}
+
+// usageError is a mistake in the command line: main exits with 2.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// Validate checks the options role uses and returns every problem at once.
+func (c *Config) Validate(role Role) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	uses := func(flag string) bool {
+		for _, o := range roleOptions(role) {
+			if o.flag == flag {
+				return true
+			}
+		}
+		return false
+	}
+
+	if uses("database-url") && strings.TrimSpace(c.DatabaseURL) == "" {
+		bad("DATABASE_URL is required")
+	}
+	if uses("db-max-conns") && c.DBMaxConns < 1 {
+		bad("DB_MAX_CONNS must be at least 1, not %d", c.DBMaxConns)
+	}
+	if uses("redis-url") {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			bad("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+		}
+	}
+	if uses("nats-url") {
+		switch {
+		case c.NATSURL == "" && role != RoleServe:
+			bad("NATS_URL is required for %s: its processes share one NATS server (only serve starts an embedded one)", role)
+		case c.NATSURL != "":
+			for _, s := range strings.Split(c.NATSURL, ",") {
+				if u, err := url.Parse(strings.TrimSpace(s)); err != nil || u.Host == "" {
+					bad("NATS_URL %q is not a URL such as nats://host:4222", maskURL(s, true))
+				}
+			}
+		}
+	}
+	if uses("nats-embedded-addr") && c.NATSURL == "" {
+		if _, port, err := net.SplitHostPort(c.NATSEmbeddedAddr); err != nil {
+			bad("NATS_EMBEDDED_ADDR %q is not host:port", c.NATSEmbeddedAddr)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad("NATS_EMBEDDED_ADDR port %q is not a port number", port)
+		}
+		if c.NATSStoreDir == "" {
+			bad("NATS_STORE_DIR is required for the embedded NATS server")
+		}
+		if _, err := c.syncAlways(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if uses("stream-replicas") && (c.StreamReplicas < 1 || c.StreamReplicas > 5) {
+		bad("STREAM_REPLICAS must be 1 to 5, not %d", c.StreamReplicas)
+	}
+	if uses("http-addr") {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			bad("HTTP_ADDR %q is not [host]:port", c.HTTPAddr)
+		}
+	}
+	if uses("jwt-secret") {
+		switch {
+		case c.JWTSecret == "":
+			bad("JWT_SECRET is required (`make run` sets a development one)")
+		case len(c.JWTSecret) < MinSecretLen:
+			bad("JWT_SECRET must be at least %d bytes, not %d", MinSecretLen, len(c.JWTSecret))
+		}
+	}
+	if uses("shipping-fee") && c.ShippingFee < 0 {
+		bad("SHIPPING_FEE must not be negative")
+	}
+	if uses("publish-timeout") && c.PublishTimeout <= 0 {
+		bad("PUBLISH_TIMEOUT must be positive")
+	}
+	if uses("partitions") && (c.Partitions < 1 || c.Partitions > 1024) {
+		bad("PARTITIONS must be 1 to 1024, not %d", c.Partitions)
+	}
+	if uses("payment-hold") && c.PaymentHold < time.Second {
+		bad("PAYMENT_HOLD must be at least 1s, not %s", c.PaymentHold)
+	}
+	if uses("batch-size") && (c.BatchSize < 1 || c.BatchSize > 10000) {
+		bad("BATCH_SIZE must be 1 to 10000, not %d", c.BatchSize)
+	}
+	if uses("pin-ttl") && c.PinTTL < time.Second {
+		bad("PIN_TTL must be at least 1s, not %s", c.PinTTL)
+	}
+	if uses("ack-wait") && c.AckWait < time.Second {
+		bad("ACK_WAIT must be at least 1s, not %s", c.AckWait)
+	}
+	if uses("max-deliver") && c.MaxDeliver < 1 {
+		bad("MAX_DELIVER must be at least 1, not %d", c.MaxDeliver)
+	}
+	if uses("reservation-timeout") && c.ReservationTimeout <= 0 {
+		bad("RESERVATION_TIMEOUT must be positive")
+	}
+	if uses("worker-name") && !validName.MatchString(c.WorkerName) {
+		bad("WORKER_NAME %q must be 1 to 64 letters, digits, '-', '_' or '.'", c.WorkerName)
+	}
+	if uses("shutdown-timeout") && c.ShutdownTimeout <= 0 {
+		bad("SHUTDOWN_TIMEOUT must be positive")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if role == RoleToken {
+		if c.TokenSub == "" {
+			bad("--sub is required")
+		}
+		if c.TokenTTL <= 0 {
+			bad("--ttl must be positive")
+		}
+	}
+	if len(errs) > 0 {
+		return usageError{fmt.Errorf("invalid configuration: %w", errors.Join(errs...))}
+	}
+	return nil
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// syncAlways reports whether NATS_SYNC asks for an fsync on every write.
+func (c *Config) syncAlways() (bool, error) {
+	if c.NATSSync == NATSSyncAlways {
+		return true, nil
+	}
+	d, err := time.ParseDuration(c.NATSSync)
+	if err != nil {
+		return false, fmt.Errorf(`NATS_SYNC must be "always" or %q, not %q`, natsDefaultSyncInterval, c.NATSSync)
+	}
+	// pkg/natsbus.EmbeddedConfig can switch SyncAlways off but cannot set
+	// the interval, so the server's own default is the only honest value.
+	if d != natsDefaultSyncInterval {
+		return false, fmt.Errorf(`NATS_SYNC must be "always" or %q (the embedded server cannot be given another interval), not %q`, natsDefaultSyncInterval, c.NATSSync)
+	}
+	return false, nil
+}
+
+// parseLevel parses LOG_LEVEL.
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("LOG_LEVEL must be debug, info, warn or error, not %q", s)
+	}
+	return l, nil
+}
+
+// logValue returns the options role uses, keyed by environment variable,
+// with secrets and the passwords inside URLs masked, for the start-up log.
+func (c *Config) logValue(role Role) slog.Value {
+	var attrs []slog.Attr
+	for _, o := range roleOptions(role) {
+		key := o.env
+		if key == "" {
+			continue // token's own flags
+		}
+		attrs = append(attrs, slog.String(key, mask(o, o.bind(c).String())))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// mask hides what must not be logged: a secret option becomes "*****" (or
+// stays empty, so the log shows it is unset); URLs lose their passwords.
+func mask(o option, v string) string {
+	switch {
+	case o.secret:
+		if v == "" {
+			return ""
+		}
+		return redacted
+	case o.env == "DATABASE_URL":
+		return maskDSN(v)
+	case o.env == "REDIS_URL":
+		return maskURL(v, false)
+	case o.env == "NATS_URL":
+		parts := strings.Split(v, ",")
+		for i, p := range parts {
+			parts[i] = maskURL(strings.TrimSpace(p), true)
+		}
+		return strings.Join(parts, ",")
+	}
+	return v
+}
+
+const redacted = "*****"
+
+var (
+	dsnPassword   = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+	queryPassword = regexp.MustCompile(`(?i)([?&]password=)[^&]*`)
+)
+
+// maskDSN masks the password of a PostgreSQL URL or key=value DSN.
+func maskDSN(s string) string {
+	if strings.Contains(s, "://") {
+		return queryPassword.ReplaceAllString(maskURL(s, false), "${1}"+redacted)
+	}
+	return dsnPassword.ReplaceAllString(s, "${1}"+redacted)
+}
+
+// maskURL masks the password in a URL's user info. With userIsSecret (NATS,
+// where nats://TOKEN@host carries a token as the user name) a lone user name
+// is masked too. A string that is not a URL is masked whole if it has an
+// '@', since it may hold credentials.
+func maskURL(s string, userIsSecret bool) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if strings.Contains(s, "@") {
+			return redacted
+		}
+		return s
+	}
+	if u.User == nil {
+		return s
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), redacted)
+	} else if userIsSecret {
+		u.User = url.User(redacted)
+	}
+	return strings.Replace(u.String(), url.QueryEscape(redacted), redacted, 1)
+}
+
+// Flag values. Each Set parses its text; String prints it back.
+type (
+	stringValue   string
+	intValue      int
+	int64Value    int64
+	boolValue     bool
+	durationValue time.Duration
+)
+
+func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
+func (v *stringValue) String() string     { return string(*v) }
+
+func (v *intValue) Set(s string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("not an integer: %q", s)
+	}
+	*v = intValue(n)
+	return nil
+}
+func (v *intValue) String() string { return strconv.Itoa(int(*v)) }
+
+func (v *int64Value) Set(s string) error {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return fmt.Errorf("not an integer: %q", s)
+	}
+	*v = int64Value(n)
+	return nil
+}
+func (v *int64Value) String() string { return strconv.FormatInt(int64(*v), 10) }
+
+func (v *boolValue) Set(s string) error {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "1", "t", "true", "yes", "on":
+		*v = true
+	case "", "0", "f", "false", "no", "off":
+		*v = false
+	default:
+		return fmt.Errorf("not a boolean: %q", s)
+	}
+	return nil
+}
+func (v *boolValue) String() string   { return strconv.FormatBool(bool(*v)) }
+func (v *boolValue) IsBoolFlag() bool { return true }
+
+func (v *durationValue) Set(s string) error {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("not a duration such as 30s or 15m: %q", s)
+	}
+	*v = durationValue(d)
+	return nil
+}
+func (v *durationValue) String() string { return time.Duration(*v).String() }

@@ -1,0 +1,24 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/flashsale/orderd/pkg/auth"
+)
+
+// runToken prints a JWT for --sub, signed with JWT_SECRET, for development
+// and load tests.
+func runToken(_ context.Context, cfg *Config, args []string, stdout io.Writer, _ *slog.Logger) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("token takes no arguments, got %q (see orderd token --help)", args)}
+	}
+	tok, err := auth.Mint([]byte(cfg.JWTSecret), cfg.TokenSub, cfg.TokenAdmin, cfg.TokenTTL)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
+}
