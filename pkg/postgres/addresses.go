@@ -1,0 +1,103 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/flashsale/orderd/pkg/order"
+)
+
+// addressColumns are the columns of addresses that order.Address holds.
+const addressColumns = `id, user_id, recipient, line1, line2, city, postal_code, country, phone, created_at`
+
+// CreateAddress stores a new address of userID with a fresh id. It returns
+// an EINVALID error if a does not pass a.Validate or a database constraint
+// refuses a value, and EUNAVAILABLE if the database is unreachable.
+func (db *DB) CreateAddress(ctx context.Context, userID string, a *order.NewAddress) (*order.Address, error) {
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	var out order.Address
+	err := db.GetContext(ctx, &out, `
+		INSERT INTO addresses (id, user_id, recipient, line1, line2, city, postal_code, country, phone)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		RETURNING `+addressColumns,
+		uuid.New(), userID, a.Recipient, a.Line1, a.Line2, a.City, a.PostalCode, a.Country, a.Phone)
+	if err != nil {
+		return nil, translate(fmt.Errorf("create address: %w", err))
+	}
+	return &out, nil
+}
+
+// Addresses lists userID's addresses that are not deleted, newest (the
+// default) first.
+func (db *DB) Addresses(ctx context.Context, userID string) ([]order.Address, error) {
+	out := []order.Address{}
+	err := db.SelectContext(ctx, &out, `
+		SELECT `+addressColumns+` FROM addresses
+		WHERE user_id = $1 AND deleted_at IS NULL
+		ORDER BY created_at DESC, id DESC`, userID)
+	if err != nil {
+		return nil, translate(fmt.Errorf("list addresses: %w", err))
+	}
+	return out, nil
+}
+
+// Address returns userID's address id, or an ENOTFOUND error if it does not
+// exist, was deleted or is another user's: the three are indistinguishable
+// to the caller.
+func (db *DB) Address(ctx context.Context, userID string, id uuid.UUID) (*order.Address, error) {
+	var a order.Address
+	err := db.GetContext(ctx, &a, `
+		SELECT `+addressColumns+` FROM addresses
+		WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, id, userID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, order.Errorf(order.ENOTFOUND, "no address %s", id)
+	}
+	if err != nil {
+		return nil, translate(fmt.Errorf("get address %s: %w", id, err))
+	}
+	return &a, nil
+}
+
+// DefaultAddress returns userID's newest address that is not deleted, or
+// nil (and no error) if there is none.
+func (db *DB) DefaultAddress(ctx context.Context, userID string) (*order.Address, error) {
+	var as []order.Address
+	err := db.SelectContext(ctx, &as, `
+		SELECT `+addressColumns+` FROM addresses
+		WHERE user_id = $1 AND deleted_at IS NULL
+		ORDER BY created_at DESC, id DESC LIMIT 1`, userID)
+	if err != nil {
+		return nil, translate(fmt.Errorf("default address: %w", err))
+	}
+	if len(as) == 0 {
+		return nil, nil
+	}
+	return &as[0], nil
+}
+
+// DeleteAddress deletes userID's address id. The row stays, marked deleted,
+// so that orders shipping to it keep their reference; it no longer appears
+// in Addresses, Address or DefaultAddress. It returns an ENOTFOUND error if
+// the address does not exist, is already deleted or is another user's.
+func (db *DB) DeleteAddress(ctx context.Context, userID string, id uuid.UUID) error {
+	res, err := db.ExecContext(ctx, `
+		UPDATE addresses SET deleted_at = clock_timestamp()
+		WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, id, userID)
+	if err != nil {
+		return translate(fmt.Errorf("delete address %s: %w", id, err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return translate(fmt.Errorf("delete address %s: %w", id, err))
+	}
+	if n == 0 {
+		return order.Errorf(order.ENOTFOUND, "no address %s", id)
+	}
+	return nil
+}
