@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/lib/pq"
+)
+
+// Check names: each names the guarantee of SPEC 5 it verifies.
+const (
+	CheckNoLostOrders      = "no_lost_orders"                       // every 202 reached a decision before --timeout (client side)
+	CheckNoOversell        = "no_oversell"                          // confirmed quantity never exceeds initial + restocked
+	CheckStockNonNegative  = "stock_non_negative"                   // stock >= 0
+	CheckStockConservation = "stock_conservation"                   // confirmed + paid quantity == initial + restocked - stock
+	CheckUnitsSold         = "units_sold_consistent"                // units_sold == confirmed + paid quantity
+	CheckAcceptedDecided   = "accepted_orders_decided"              // every accepted order is in the database and not pending
+	CheckNoDuplicateOrders = "no_duplicate_orders"                  // one order per buyer (one Idempotency-Key each)
+	CheckNoSpuriousOOS     = "no_out_of_stock_while_stock_remained" // single-SKU runs: out_of_stock only once stock ran out
+	CheckFairSellout       = "fair_sellout"                         // single-SKU runs: exactly min(S, orders) confirmed
+	CheckOneDecisionEvent  = "one_decision_event_per_order"         // ORDER_EVENTS: exactly one decision per accepted order
+	CheckDecisionMatches   = "decision_events_match_status"         // ORDER_EVENTS: the decision event agrees with the status seen
+	CheckDatabase          = "database"                             // the database checks could run
+	CheckEventStream       = "event_stream"                         // the ORDER_EVENTS checks could run
+)
+
+// Check is the outcome of one verified guarantee: passed when Failure and
+// Skipped are empty.
+type Check struct {
+	Name    string
+	Failure string // what went wrong
+	Skipped string // why it was not verified
+}
+
+// Result is how the summary shows the check: "ok", "FAILED: ..." or
+// "skipped: ...".
+func (c Check) Result() string {
+	switch {
+	case c.Failure != "":
+		return "FAILED: " + c.Failure
+	case c.Skipped != "":
+		return "skipped: " + c.Skipped
+	}
+	return "ok"
+}
+
+// Failed reports whether the check failed.
+func (c Check) Failed() bool { return c.Failure != "" }
+
+func pass(name string) Check { return Check{Name: name} }
+
+func fail(name, format string, args ...any) Check {
+	return Check{Name: name, Failure: fmt.Sprintf(format, args...)}
+}
+
+func skip(name, format string, args ...any) Check {
+	return Check{Name: name, Skipped: fmt.Sprintf(format, args...)}
+}
+
+// failIf returns a failing check with the problems, or a passing one.
+func failIf(name string, problems []string) Check {
+	if len(problems) == 0 {
+		return pass(name)
+	}
+	const show = 5
+	msg := strings.Join(problems[:min(len(problems), show)], "; ")
+	if len(problems) > show {
+		msg += fmt.Sprintf("; and %d more", len(problems)-show)
+	}
+	return fail(name, "%s", msg)
+}
+
+// DBScope is what a run left in the database: what the verifier checks.
+type DBScope struct {
+	SKUs       []uuid.UUID // the SKUs the run created
+	UserPrefix string      // every buyer's user id starts with it
+	Accepted   []uuid.UUID // the order ids answered 202
+	// SingleSKU is set for hot-sku and sold-out: one SKU, orders of UnitQty
+	// units each, nothing restocked or released, so the fairness checks
+	// apply.
+	SingleSKU bool
+	UnitQty   int64
+}
+
+// DBReport is what the database said.
+type DBReport struct {
+	Checks    []Check
+	Oversold  int64 // sum over SKUs of max(0, held - (initial + restocked))
+	StockLeft int64 // the SKUs' stock at the end, summed
+	Held      int64 // units held by confirmed and paid orders, summed
+	Orders    int   // orders of the run's buyers
+	Pending   int   // of those, still pending
+	Unseen    int   // orders of the run's buyers whose 202 the run never saw
+}
+
+type skuRow struct {
+	ID        uuid.UUID
+	Stock     int64
+	Initial   int64
+	Restocked int64
+	UnitsSold int64
+	Held      int64 // quantity in confirmed and paid orders
+}
+
+// verifyDB checks the guarantees of SPEC 5 that the database shows for the
+// run's SKUs and buyers. It returns an error only when the database cannot
+// be queried.
+func verifyDB(ctx context.Context, db *sql.DB, s DBScope) (DBReport, error) {
+	var r DBReport
+	skus, err := loadSKUs(ctx, db, s.SKUs)
+	if err != nil {
+		return r, err
+	}
+	like := s.UserPrefix + "%"
+	err = db.QueryRowContext(ctx, `
+		SELECT count(*),
+		       count(*) FILTER (WHERE status = 'pending'),
+		       count(*) FILTER (WHERE NOT (id = ANY($2::uuid[])))
+		FROM orders WHERE user_id LIKE $1`, like, pq.Array(uuidStrings(s.Accepted))).Scan(&r.Orders, &r.Pending, &r.Unseen)
+	if err != nil {
+		return r, fmt.Errorf("count orders: %w", err)
+	}
+	pendingNote := ""
+	if r.Pending > 0 {
+		pendingNote = fmt.Sprintf(" (%d orders of the run are still pending)", r.Pending)
+	}
+
+	var over, negative, conservation, sold, missing []string
+	found := map[uuid.UUID]bool{}
+	for _, k := range skus {
+		found[k.ID] = true
+		r.StockLeft += k.Stock
+		r.Held += k.Held
+		if ex := k.Held - (k.Initial + k.Restocked); ex > 0 {
+			r.Oversold += ex
+			over = append(over, fmt.Sprintf("SKU %s: %d units held by orders, only %d ever in stock", k.ID, k.Held, k.Initial+k.Restocked))
+		}
+		if k.Stock < 0 {
+			negative = append(negative, fmt.Sprintf("SKU %s: stock %d", k.ID, k.Stock))
+		}
+		if k.Held != k.Initial+k.Restocked-k.Stock {
+			conservation = append(conservation, fmt.Sprintf("SKU %s: %d units held by confirmed and paid orders but initial %d + restocked %d - stock %d = %d%s",
+				k.ID, k.Held, k.Initial, k.Restocked, k.Stock, k.Initial+k.Restocked-k.Stock, pendingNote))
+		}
+		if k.UnitsSold != k.Held {
+			sold = append(sold, fmt.Sprintf("SKU %s: units_sold %d but confirmed and paid orders hold %d%s", k.ID, k.UnitsSold, k.Held, pendingNote))
+		}
+	}
+	for _, id := range s.SKUs {
+		if !found[id] {
+			missing = append(missing, fmt.Sprintf("SKU %s is not in the database", id))
+		}
+	}
+	r.Checks = append(r.Checks,
+		failIf(CheckNoOversell, over),
+		failIf(CheckStockNonNegative, negative),
+		failIf(CheckStockConservation, append(missing, conservation...)),
+		failIf(CheckUnitsSold, sold),
+	)
+
+	c, err := checkAcceptedDecided(ctx, db, s.Accepted)
+	if err != nil {
+		return r, err
+	}
+	r.Checks = append(r.Checks, c)
+
+	var dupUsers int
+	var example sql.NullString
+	err = db.QueryRowContext(ctx, `
+		SELECT count(*), min(user_id) FROM (
+			SELECT user_id FROM orders WHERE user_id LIKE $1 GROUP BY user_id HAVING count(*) > 1
+		) d`, like).Scan(&dupUsers, &example)
+	if err != nil {
+		return r, fmt.Errorf("count duplicate orders: %w", err)
+	}
+	if dupUsers > 0 {
+		r.Checks = append(r.Checks, fail(CheckNoDuplicateOrders, "%d buyers have more than one order though each sent one Idempotency-Key (for example %s)", dupUsers, example.String))
+	} else {
+		r.Checks = append(r.Checks, pass(CheckNoDuplicateOrders))
+	}
+
+	if s.SingleSKU && len(skus) == 1 {
+		fc, err := checkFairness(ctx, db, s, skus[0], r)
+		if err != nil {
+			return r, err
+		}
+		r.Checks = append(r.Checks, fc...)
+	}
+	return r, nil
+}
+
+func loadSKUs(ctx context.Context, db *sql.DB, ids []uuid.UUID) ([]skuRow, error) {
+	rows, err := db.QueryContext(ctx, `
+		SELECT s.id, s.stock, s.initial_stock, s.restocked, s.units_sold,
+		       COALESCE((SELECT sum(l.quantity)
+		                 FROM order_lines l JOIN orders o ON o.id = l.order_id
+		                 WHERE l.sku_id = s.id AND o.status IN ('confirmed', 'paid')), 0)
+		FROM skus s WHERE s.id = ANY($1::uuid[]) ORDER BY s.id`, pq.Array(uuidStrings(ids)))
+	if err != nil {
+		return nil, fmt.Errorf("read skus: %w", err)
+	}
+	defer rows.Close()
+	var out []skuRow
+	for rows.Next() {
+		var k skuRow
+		if err := rows.Scan(&k.ID, &k.Stock, &k.Initial, &k.Restocked, &k.UnitsSold, &k.Held); err != nil {
+			return nil, fmt.Errorf("read skus: %w", err)
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read skus: %w", err)
+	}
+	return out, nil
+}
+
+// checkAcceptedDecided checks that every order answered 202 is in the
+// database and no longer pending.
+func checkAcceptedDecided(ctx context.Context, db *sql.DB, accepted []uuid.UUID) (Check, error) {
+	rows, err := db.QueryContext(ctx, `SELECT id, status FROM orders WHERE id = ANY($1::uuid[])`, pq.Array(uuidStrings(accepted)))
+	if err != nil {
+		return Check{}, fmt.Errorf("read accepted orders: %w", err)
+	}
+	defer rows.Close()
+	status := make(map[uuid.UUID]string, len(accepted))
+	for rows.Next() {
+		var id uuid.UUID
+		var st string
+		if err := rows.Scan(&id, &st); err != nil {
+			return Check{}, fmt.Errorf("read accepted orders: %w", err)
+		}
+		status[id] = st
+	}
+	if err := rows.Err(); err != nil {
+		return Check{}, fmt.Errorf("read accepted orders: %w", err)
+	}
+	var absent, pending []uuid.UUID
+	for _, id := range accepted {
+		switch st, ok := status[id]; {
+		case !ok:
+			absent = append(absent, id)
+		case st == "pending":
+			pending = append(pending, id)
+		}
+	}
+	var problems []string
+	if len(absent) > 0 {
+		problems = append(problems, fmt.Sprintf("%d accepted orders are not in the database (for example %s)", len(absent), absent[0]))
+	}
+	if len(pending) > 0 {
+		problems = append(problems, fmt.Sprintf("%d accepted orders are still pending (for example %s)", len(pending), pending[0]))
+	}
+	return failIf(CheckAcceptedDecided, problems), nil
+}
+
+// checkFairness checks guarantee 5 for a run on one SKU where every order
+// asks for the same quantity and nothing is released: a buyer is rejected
+// out_of_stock only once fewer than that quantity remain, and the stock
+// goes to exactly as many orders as it can serve.
+func checkFairness(ctx context.Context, db *sql.DB, s DBScope, k skuRow, r DBReport) ([]Check, error) {
+	q := max(s.UnitQty, 1)
+	var oos, other int
+	err := db.QueryRowContext(ctx, `
+		SELECT count(*) FILTER (WHERE reject_reason = 'out_of_stock'),
+		       count(*) FILTER (WHERE reject_reason <> 'out_of_stock')
+		FROM orders WHERE user_id LIKE $1 AND status = 'rejected'`, s.UserPrefix+"%").Scan(&oos, &other)
+	if err != nil {
+		return nil, fmt.Errorf("count rejections: %w", err)
+	}
+	var out []Check
+	if oos > 0 && k.Stock >= q {
+		out = append(out, fail(CheckNoSpuriousOOS, "%d buyers were rejected out_of_stock but SKU %s ends with stock %d (each asked for %d)", oos, k.ID, k.Stock, q))
+	} else {
+		out = append(out, pass(CheckNoSpuriousOOS))
+	}
+	if r.Pending > 0 {
+		out = append(out, skip(CheckFairSellout, "%d orders are still pending", r.Pending))
+		return out, nil
+	}
+	supply := k.Initial + k.Restocked
+	want := min(supply/q, int64(r.Orders)) * q
+	switch {
+	case k.Held != want:
+		msg := fmt.Sprintf("%d orders of %d units for a stock of %d: want %d units confirmed, got %d", r.Orders, q, supply, want, k.Held)
+		if other > 0 {
+			msg += fmt.Sprintf(" (%d buyers rejected for another reason than out_of_stock)", other)
+		}
+		out = append(out, fail(CheckFairSellout, "%s", msg))
+	case k.Stock != supply-want:
+		out = append(out, fail(CheckFairSellout, "SKU %s ends with stock %d, want %d", k.ID, k.Stock, supply-want))
+	default:
+		out = append(out, pass(CheckFairSellout))
+	}
+	return out, nil
+}
+
+func uuidStrings(ids []uuid.UUID) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = id.String()
+	}
+	return out
+}
+
+// sortChecks orders checks by name, for a stable report.
+func sortChecks(cs []Check) {
+	sort.SliceStable(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
+}
