@@ -97,3 +97,173 @@ func (s *Store) OrderStatus(ctx context.Context, id uuid.UUID) (*order.Order, er
 func (s *Store) DeleteOrder(ctx context.Context, id uuid.UUID) error {
 	return s.rdb.Del(ctx, s.orderKey(id)).Err()
 }
+
+// MaxPendingIndex bounds how many recent orders the per-user index of
+// PutPending remembers.
+const MaxPendingIndex = 100
+
+func (s *Store) idemKey(id uuid.UUID) string     { return s.key("idem:", id.String()) }
+func (s *Store) idemLockKey(id uuid.UUID) string { return s.key("idemlock:", id.String()) }
+func (s *Store) userOrdersKey(userID string) string {
+	return s.key("user_orders:", userID)
+}
+
+// PutPending caches a pending order as PutPendingIfAbsent does, adds it to
+// its user's index of recent orders (RecentOrders), and, when idem is not
+// nil, stores the checkout's idempotency record; all in one MULTI round
+// trip. It reports whether the order's state was written (false: a state
+// was already cached).
+func (s *Store) PutPending(ctx context.Context, o *order.Order, idem *order.Idempotency) (bool, error) {
+	data, err := json.Marshal(o)
+	if err != nil {
+		return false, fmt.Errorf("encode order %s: %w", o.ID, err)
+	}
+	var rec []byte
+	if idem != nil {
+		if rec, err = json.Marshal(idem); err != nil {
+			return false, fmt.Errorf("encode idempotency record %s: %w", o.ID, err)
+		}
+	}
+	idx := s.userOrdersKey(o.UserID)
+	var setnx *redis.BoolCmd
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		setnx = p.SetNX(ctx, s.orderKey(o.ID), data, StatusTTL)
+		p.ZAdd(ctx, idx, redis.Z{Score: float64(o.AcceptedAt.UnixMicro()), Member: o.ID.String()})
+		p.ZRemRangeByRank(ctx, idx, 0, -MaxPendingIndex-1)
+		p.Expire(ctx, idx, StatusTTL)
+		if rec != nil {
+			p.Set(ctx, s.idemKey(o.ID), rec, StatusTTL)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, statusUnavailable("put pending order", err)
+	}
+	return setnx.Val(), nil
+}
+
+// DropPending undoes PutPending's cached state and index entry for an order
+// whose command was not accepted. It keeps the idempotency record, so that a
+// retry with the same key reuses the same order number and command.
+func (s *Store) DropPending(ctx context.Context, o *order.Order) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, s.orderKey(o.ID))
+		p.ZRem(ctx, s.userOrdersKey(o.UserID), o.ID.String())
+		return nil
+	})
+	if err != nil {
+		return statusUnavailable("drop pending order", err)
+	}
+	return nil
+}
+
+// CacheOrder caches an order read from PostgreSQL unless a state is already
+// cached: a worker's newer decision always wins over a reader's copy.
+func (s *Store) CacheOrder(ctx context.Context, o *order.Order) error {
+	data, err := json.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("encode order %s: %w", o.ID, err)
+	}
+	if err := s.rdb.SetNX(ctx, s.orderKey(o.ID), data, StatusTTL).Err(); err != nil {
+		return statusUnavailable("cache order", err)
+	}
+	return nil
+}
+
+// RecentOrders returns the cached state of up to limit of userID's most
+// recent orders placed through PutPending, newest first. Orders whose state
+// is no longer cached are left out.
+func (s *Store) RecentOrders(ctx context.Context, userID string, limit int) ([]*order.Order, error) {
+	ids, err := s.rdb.ZRevRange(ctx, s.userOrdersKey(userID), 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, statusUnavailable("recent orders", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = s.key("order:", id)
+	}
+	vals, err := s.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, statusUnavailable("recent orders", err)
+	}
+	out := make([]*order.Order, 0, len(vals))
+	for _, v := range vals {
+		str, ok := v.(string)
+		if !ok {
+			continue
+		}
+		var o order.Order
+		if err := json.Unmarshal([]byte(str), &o); err != nil {
+			continue
+		}
+		out = append(out, &o)
+	}
+	return out, nil
+}
+
+// Idempotency returns the idempotency record of order id, or an ENOTFOUND
+// error.
+func (s *Store) Idempotency(ctx context.Context, id uuid.UUID) (*order.Idempotency, error) {
+	data, err := s.rdb.Get(ctx, s.idemKey(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, order.Errorf(order.ENOTFOUND, "no idempotency record for order %s", id)
+	}
+	if err != nil {
+		return nil, statusUnavailable("get idempotency record", err)
+	}
+	var rec order.Idempotency
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("decode idempotency record %s: %w", id, err)
+	}
+	return &rec, nil
+}
+
+// PutIdempotency replaces the idempotency record of order id (to mark it
+// published) and renews its time to live.
+func (s *Store) PutIdempotency(ctx context.Context, id uuid.UUID, rec *order.Idempotency) error {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode idempotency record %s: %w", id, err)
+	}
+	if err := s.rdb.Set(ctx, s.idemKey(id), data, StatusTTL).Err(); err != nil {
+		return statusUnavailable("put idempotency record", err)
+	}
+	return nil
+}
+
+// unlockScript deletes a lock only if it still holds the caller's token, so
+// a holder whose lock expired cannot release the next holder's.
+var unlockScript = redis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+	return redis.call("DEL", KEYS[1])
+end
+return 0`)
+
+// LockIdempotency takes the short lock that serializes checkouts with the
+// same idempotency key (order id): SET NX with ttl. It returns false if
+// another request holds it, and otherwise a function that releases it.
+func (s *Store) LockIdempotency(ctx context.Context, id uuid.UUID, ttl time.Duration) (func(), bool, error) {
+	token := uuid.NewString()
+	key := s.idemLockKey(id)
+	ok, err := s.rdb.SetNX(ctx, key, token, ttl).Result()
+	if err != nil {
+		return nil, false, statusUnavailable("lock idempotency key", err)
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	return func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		unlockScript.Run(rctx, s.rdb, []string{key}, token)
+	}, true, nil
+}
+
+// statusUnavailable wraps a Redis failure as EUNAVAILABLE, keeping the cause
+// for the log.
+func statusUnavailable(op string, err error) error {
+	return fmt.Errorf("%w: redis %s: %w", order.Errorf(order.EUNAVAILABLE, "the status cache is unavailable"), op, err)
+}

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -49,35 +50,71 @@ type CartStore interface {
 }
 
 // OrderStore reads orders from PostgreSQL, the source of truth once a
-// partition has decided them (pkg/postgres).
+// partition has written them (pkg/postgres). Every method returns
+// EUNAVAILABLE when the database is unreachable.
 type OrderStore interface {
 	// Order returns an order with its lines, or ENOTFOUND.
 	Order(ctx context.Context, id uuid.UUID) (*order.Order, error)
+	// OrdersByUser returns up to limit of the user's orders with their
+	// lines, newest first (accepted_at, id descending), after the opaque
+	// cursor ("" for the first page), and the next page's cursor ("" on
+	// the last). An invalid cursor is EINVALID on the field "cursor".
+	OrdersByUser(ctx context.Context, userID, cursor string, limit int) ([]order.Order, string, error)
+	// OrderByIdempotencyKey returns the user's order placed with an
+	// Idempotency-Key and the hash of the request that placed it ("" if
+	// none was recorded), or ENOTFOUND.
+	OrderByIdempotencyKey(ctx context.Context, userID, key string) (*order.Order, string, error)
 }
 
-// StatusCache holds the current status of recent orders where polling it is
+// StatusCache holds the current state of recent orders where polling it is
 // cheap (pkg/redisstore): the ingress writes pending orders, the workers
-// write decisions.
+// write decisions. Every method returns EUNAVAILABLE when Redis does not
+// answer.
 type StatusCache interface {
 	// OrderStatus returns the cached order, or ENOTFOUND.
 	OrderStatus(ctx context.Context, id uuid.UUID) (*order.Order, error)
+	// PutPending caches a pending order unless a state is already cached
+	// (reporting whether it wrote), indexes it among its user's recent
+	// orders, and stores idem (if not nil) as the checkout's idempotency
+	// record, all at once.
+	PutPending(ctx context.Context, o *order.Order, idem *order.Idempotency) (bool, error)
+	// DropPending removes what PutPending cached for an order whose command
+	// was not accepted, except the idempotency record.
+	DropPending(ctx context.Context, o *order.Order) error
+	// CacheOrder caches an order read from PostgreSQL unless a state is
+	// already cached.
+	CacheOrder(ctx context.Context, o *order.Order) error
+	// RecentOrders returns the cached state of up to limit of the user's
+	// most recent orders placed through PutPending, newest first.
+	RecentOrders(ctx context.Context, userID string, limit int) ([]*order.Order, error)
+	// Idempotency returns the idempotency record of an order, or ENOTFOUND.
+	Idempotency(ctx context.Context, id uuid.UUID) (*order.Idempotency, error)
+	// PutIdempotency replaces the idempotency record of an order.
+	PutIdempotency(ctx context.Context, id uuid.UUID, rec *order.Idempotency) error
+	// LockIdempotency takes the short lock that serializes checkouts with
+	// one idempotency key (named by the order id it derives). It returns
+	// false if another request holds it, else a function that releases it.
+	LockIdempotency(ctx context.Context, id uuid.UUID, ttl time.Duration) (func(), bool, error)
 }
 
 // Publisher publishes commands to JetStream and waits for the ack
-// (pkg/natsbus).
+// (pkg/natsbus). An error means the command may or may not be stored;
+// republishing the same command (same id) is harmless.
 type Publisher interface {
 	Publish(ctx context.Context, cmd order.Command) error
 }
 
-// NumberSource hands out unique order number sequence values (pkg/postgres).
+// NumberSource hands out order number sequence values, unique across every
+// ingress process and restart (pkg/postgres OrderNumbers).
 type NumberSource interface {
 	NextOrderSeq(ctx context.Context) (int64, error)
 }
 
 // Waiter wakes long-polls and SSE streams when an order changes: it is fed
-// by the ORDER_EVENTS stream.
+// by the order events (pkg/natsbus Hub).
 type Waiter interface {
 	// Wait returns a channel that receives the order each time it changes,
-	// and a function that stops the subscription.
+	// and a function that stops the delivery. The orders received must not
+	// be modified. The channel is closed when the waiter shuts down.
 	Wait(id uuid.UUID) (<-chan *order.Order, func())
 }

@@ -1,0 +1,193 @@
+package natsbus
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/flashsale/orderd/pkg/order"
+)
+
+// HubSubject is what a Hub subscribes to: every order event on
+// ORDER_EVENTS (orders.events.order.<status>). stock.changed events, which
+// no order waiter wants, are not delivered to it at all.
+const HubSubject = "orders.events.order.>"
+
+// HubBuffer is how many changes one waiter's channel holds. An order changes
+// status at most three times, so a waiter that reads at all never loses one;
+// a waiter that does not read loses the oldest, never the newest.
+const HubBuffer = 4
+
+// Hub wakes the ingress's long-polls and SSE streams when an order changes.
+// It holds one core NATS subscription (not a JetStream consumer: it needs no
+// history and no acks, and every ingress process gets every event) to the
+// order events the outbox relay publishes, and hands each event's order to
+// the local waiters of that order (the event's CloudEvents subject).
+//
+// The subscription's callback never blocks: a waiter whose buffer is full
+// loses its oldest change. Events published while the connection is down
+// are missed, so waiters also re-read the status cache now and then.
+type Hub struct {
+	sub     *nats.Subscription
+	log     *slog.Logger
+	mu      sync.Mutex
+	closed  bool
+	waiters map[uuid.UUID]map[*hubWaiter]struct{}
+	count   atomic.Int64 // waiters registered, read without the lock
+	dropped atomic.Int64
+}
+
+type hubWaiter struct {
+	ch chan *order.Order
+}
+
+// NewHub subscribes to HubSubject on nc. Close unsubscribes.
+func NewHub(nc *nats.Conn, log *slog.Logger) (*Hub, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &Hub{log: log, waiters: make(map[uuid.UUID]map[*hubWaiter]struct{})}
+	sub, err := nc.Subscribe(HubSubject, h.deliver)
+	if err != nil {
+		return nil, fmt.Errorf("hub: subscribe %s: %w", HubSubject, err)
+	}
+	// The callback is quick; a burst of a flash sale's decisions may still
+	// queue up. Allow a large backlog rather than drop events as a slow
+	// consumer.
+	if err := sub.SetPendingLimits(1<<20, 512<<20); err != nil {
+		sub.Unsubscribe()
+		return nil, fmt.Errorf("hub: pending limits: %w", err)
+	}
+	h.sub = sub
+	return h, nil
+}
+
+// Wait returns a channel that receives the order each time an event about
+// order id arrives, and a function that stops the delivery (call it once
+// done; it is safe to call more than once). The orders received are shared
+// between waiters and must not be modified. The channel is closed when the
+// hub is closed, so that streams end on shutdown.
+func (h *Hub) Wait(id uuid.UUID) (<-chan *order.Order, func()) {
+	w := &hubWaiter{ch: make(chan *order.Order, HubBuffer)}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		close(w.ch)
+		return w.ch, func() {}
+	}
+	set := h.waiters[id]
+	if set == nil {
+		set = make(map[*hubWaiter]struct{}, 1)
+		h.waiters[id] = set
+	}
+	set[w] = struct{}{}
+	h.count.Add(1)
+	h.mu.Unlock()
+	return w.ch, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		set := h.waiters[id]
+		if _, ok := set[w]; !ok {
+			return
+		}
+		delete(set, w)
+		if len(set) == 0 {
+			delete(h.waiters, id)
+		}
+		h.count.Add(-1)
+	}
+}
+
+// Waiting returns the number of registered waiters.
+func (h *Hub) Waiting() int { return int(h.count.Load()) }
+
+// Dropped returns how many changes were dropped because a waiter's buffer
+// was full.
+func (h *Hub) Dropped() int64 { return h.dropped.Load() }
+
+// Close unsubscribes and closes every waiter's channel. It is safe to call
+// more than once.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	waiters := h.waiters
+	h.waiters = nil
+	h.mu.Unlock()
+	if h.sub != nil {
+		if err := h.sub.Unsubscribe(); err != nil {
+			h.log.Debug("hub: unsubscribe", "err", err)
+		}
+	}
+	for _, set := range waiters {
+		for w := range set {
+			close(w.ch)
+			h.count.Add(-1)
+		}
+	}
+}
+
+// hubEvent is the part of a CloudEvent the hub reads.
+type hubEvent struct {
+	Type    string          `json:"type"`
+	Subject string          `json:"subject"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// deliver is the subscription's callback.
+func (h *Hub) deliver(m *nats.Msg) {
+	if h.count.Load() == 0 {
+		return
+	}
+	var ev hubEvent
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		h.log.Warn("hub: undecodable event", "subject", m.Subject, "err", err)
+		return
+	}
+	if !strings.HasPrefix(ev.Type, "order.") {
+		return
+	}
+	id, err := uuid.Parse(ev.Subject)
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.waiters[id]
+	if len(set) == 0 {
+		return
+	}
+	var o order.Order
+	if err := json.Unmarshal(ev.Data, &o); err != nil || o.ID != id {
+		h.log.Warn("hub: event without its order", "subject", m.Subject, "order", id, "err", err)
+		return
+	}
+	for w := range set {
+		select {
+		case w.ch <- &o:
+			continue
+		default:
+		}
+		// Full: drop the oldest so that the newest (the latest status)
+		// is always there.
+		select {
+		case <-w.ch:
+			h.dropped.Add(1)
+		default:
+		}
+		select {
+		case w.ch <- &o:
+		default:
+			h.dropped.Add(1)
+		}
+	}
+}

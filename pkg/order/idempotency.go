@@ -1,0 +1,33 @@
+package order
+
+// Idempotency is what the ingress remembers of a checkout sent with an
+// Idempotency-Key: the hash of the request, to tell a retry from a different
+// request that reuses the key, and the command it built, to republish it
+// unchanged (same order id and number) if the first attempt may not have
+// reached JetStream. Published is set once JetStream acknowledged it.
+type Idempotency struct {
+	RequestHash string  `json:"request_hash"`
+	Command     Command `json:"command"`
+	Published   bool    `json:"published"`
+}
+
+// StatusRank orders statuses along an order's life: pending 0, confirmed 1,
+// the final ones 2. A status change never lowers it, so a reader that has
+// seen rank r can ignore anything at or below r.
+func StatusRank(s Status) int {
+	switch {
+	case s == StatusPending:
+		return 0
+	case s == StatusConfirmed:
+		return 1
+	case s.Final():
+		return 2
+	}
+	return -1
+}
+
+// ParseStatus returns the status named s, or false if s names none.
+func ParseStatus(s string) (Status, bool) {
+	st := Status(s)
+	return st, StatusRank(st) >= 0
+}

@@ -1,0 +1,494 @@
+package ingress
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/flashsale/orderd/pkg/order"
+)
+
+// MaxIdempotencyKeyLen bounds the Idempotency-Key header.
+const MaxIdempotencyKeyLen = 255
+
+// idempotencyLockWait is how long a checkout waits for another request
+// with the same Idempotency-Key to finish before it answers 409.
+const idempotencyLockWait = 2 * time.Second
+
+// checkoutRequest is the body of POST /v1/orders: an address, a payment
+// method, and exactly one of a direct purchase (Items) or a cart checkout
+// (CartSKUIDs, with the quantities in the caller's cart). A JSON null counts
+// as absent.
+type checkoutRequest struct {
+	AddressID     uuid.UUID           `json:"address_id"`
+	PaymentMethod order.PaymentMethod `json:"payment_method"`
+	Items         []order.LineRequest `json:"items"`
+	CartSKUIDs    []uuid.UUID         `json:"cart_sku_ids"`
+}
+
+// accepted is the answer of a checkout: 202 with where to follow the order.
+type accepted struct {
+	OrderID     uuid.UUID    `json:"order_id"`
+	OrderNumber string       `json:"order_number"`
+	Status      order.Status `json:"status"`
+	Links       orderLinks   `json:"links"`
+}
+
+// orderLinks are the URLs of an order's status and its event stream.
+type orderLinks struct {
+	Self   string `json:"self"`
+	Events string `json:"events"`
+}
+
+func linksOf(id uuid.UUID) orderLinks {
+	self := "/v1/orders/" + id.String()
+	return orderLinks{Self: self, Events: self + "/events"}
+}
+
+// decodeCheckout reads and checks a checkout body without looking anything
+// up: what the fuzz test drives. Every error is an *order.Error with a 4xx
+// code.
+func decodeCheckout(body io.Reader) (*checkoutRequest, error) {
+	var req checkoutRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return nil, err
+	}
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	return &req, nil
+}
+
+// validate checks the shape of the request: an address id, a supported
+// payment method, and exactly one of items and cart_sku_ids, each valid on
+// its own. It names every field at fault.
+func (c *checkoutRequest) validate() error {
+	var f order.Fields
+	if c.AddressID == uuid.Nil {
+		f.Add("address_id", "is required")
+	}
+	if !c.PaymentMethod.Valid() {
+		names := make([]string, len(order.PaymentMethods))
+		for i, m := range order.PaymentMethods {
+			names[i] = string(m)
+		}
+		f.Add("payment_method", "must be one of %s", strings.Join(names, ", "))
+	}
+	var lines error
+	switch {
+	case c.Items != nil && c.CartSKUIDs != nil:
+		f.Add("items", "must not be sent with cart_sku_ids")
+		f.Add("cart_sku_ids", "must not be sent with items")
+	case c.Items != nil:
+		lines = order.ValidateLines(c.Items, "items")
+	case c.CartSKUIDs != nil:
+		lines = order.ValidateSKUIDs(c.CartSKUIDs, "cart_sku_ids")
+	default:
+		f.Add("items", "is required unless cart_sku_ids is sent")
+		f.Add("cart_sku_ids", "is required unless items is sent")
+	}
+	f = append(f, order.ErrorFields(lines)...)
+	return f.Err("invalid checkout")
+}
+
+// hash returns the hex SHA-256 of the request in a canonical form (its
+// decoded values re-encoded in a fixed field order), so that two bodies that
+// mean the same order hash alike whatever their spacing or key order, and
+// an Idempotency-Key reused for another order is told apart. The lines'
+// order counts: it decides the order's home partition.
+func (c *checkoutRequest) hash() string {
+	canon := struct {
+		AddressID     uuid.UUID           `json:"address_id"`
+		PaymentMethod order.PaymentMethod `json:"payment_method"`
+		Items         []order.LineRequest `json:"items,omitempty"`
+		CartSKUIDs    []uuid.UUID         `json:"cart_sku_ids,omitempty"`
+	}{c.AddressID, c.PaymentMethod, c.Items, c.CartSKUIDs}
+	data, _ := json.Marshal(canon) // plain values: cannot fail
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// idempotencyKey returns the request's Idempotency-Key header ("" if it has
+// none): one value of 1 to MaxIdempotencyKeyLen printable ASCII characters,
+// else an EINVALID error.
+func idempotencyKey(r *http.Request) (string, error) {
+	vals := r.Header.Values("Idempotency-Key")
+	if len(vals) == 0 {
+		return "", nil
+	}
+	bad := func(detail string) error {
+		return order.Invalid("invalid Idempotency-Key", order.FieldError{Field: "Idempotency-Key", Detail: detail})
+	}
+	if len(vals) > 1 {
+		return "", bad("must be sent once")
+	}
+	k := vals[0]
+	if len(k) == 0 || len(k) > MaxIdempotencyKeyLen {
+		return "", bad(fmt.Sprintf("must be 1 to %d characters", MaxIdempotencyKeyLen))
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return "", bad("must be printable ASCII")
+		}
+	}
+	return k, nil
+}
+
+// checkout is POST /v1/orders (SPEC 3.2, the design's order commit). It
+// checks the request, assigns the order id and number, caches the pending
+// order, publishes the checkout command to the order's home partition and
+// answers 202 once JetStream acknowledged it. It never touches stock.
+//
+// With an Idempotency-Key the order id is derived from (user, key), and
+// requests with the same key are serialized by a short Redis lock: a retry
+// with the same body gets the first answer again (the same id and number),
+// republishing the first command if it may not have reached JetStream; a
+// retry with another body gets 422; one that arrives while the first is
+// still running waits for it, or gets 409 if it takes too long.
+func (s *Server) checkout(w http.ResponseWriter, r *http.Request) error {
+	var req checkoutRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		return err
+	}
+	if err := req.validate(); err != nil {
+		return err
+	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
+	}
+	ctx, user := r.Context(), principal(r.Context()).UserID
+	hash := req.hash()
+	if key == "" {
+		return s.placeOrder(w, r, &req, uuid.New(), "", hash)
+	}
+	id := order.IdempotentID(user, key)
+	unlock, err := s.lockIdempotency(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if done, err := s.replayCheckout(w, r, id, user, key, hash); done || err != nil {
+		return err
+	}
+	return s.placeOrder(w, r, &req, id, key, hash)
+}
+
+// lockIdempotency takes the lock of one idempotency key, waiting up to
+// idempotencyLockWait for a request holding it. It returns ECONFLICT if the
+// lock stays taken.
+func (s *Server) lockIdempotency(ctx context.Context, id uuid.UUID) (func(), error) {
+	ttl := s.cfg.PublishTimeout + 5*time.Second
+	deadline := time.Now().Add(idempotencyLockWait)
+	for {
+		unlock, ok, err := s.Status.LockIdempotency(ctx, id, ttl)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return unlock, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, withRetryAfter(order.Errorf(order.ECONFLICT, "a request with this Idempotency-Key is in progress; retry it shortly"), 1)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// replayCheckout answers a checkout whose Idempotency-Key was seen before,
+// and reports whether it did. It looks in Redis first (the idempotency
+// record, kept as long as the status cache), then in PostgreSQL (the order
+// written by the partition). A record whose command was never acknowledged
+// (the first attempt failed, or its process died before the ack) is
+// republished: the command id is the order id, so JetStream drops a
+// duplicate within its window and the partition skips an order it has
+// already written after it.
+func (s *Server) replayCheckout(w http.ResponseWriter, r *http.Request, id uuid.UUID, user, key, hash string) (bool, error) {
+	ctx := r.Context()
+	mismatch := func() error {
+		return order.Invalid("this Idempotency-Key was used for a different request",
+			order.FieldError{Field: "Idempotency-Key", Detail: "was already used with another body; use a new key for a new order"})
+	}
+	rec, err := s.Status.Idempotency(ctx, id)
+	switch order.ErrorCode(err) {
+	case "":
+		if rec.RequestHash != hash {
+			return true, mismatch()
+		}
+		if !rec.Published {
+			if err := s.publishCheckout(ctx, rec.Command, rec); err != nil {
+				return true, err
+			}
+		}
+		writeAccepted(w, rec.Command.ID, rec.Command.Checkout.OrderNumber, true)
+		return true, nil
+	case order.ENOTFOUND:
+	default:
+		return true, err
+	}
+	o, h, err := s.Orders.OrderByIdempotencyKey(ctx, user, key)
+	switch order.ErrorCode(err) {
+	case "":
+	case order.ENOTFOUND:
+		return false, nil
+	default:
+		return true, err
+	}
+	if h != "" && h != hash {
+		return true, mismatch()
+	}
+	writeAccepted(w, o.ID, o.Number, true)
+	return true, nil
+}
+
+// placeOrder runs the checks that need the stores (the address is the
+// caller's, the cart holds the SKUs, no SKU's sale is paused), builds the
+// checkout command and publishes it.
+func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkoutRequest, id uuid.UUID, key, hash string) error {
+	ctx, user := r.Context(), principal(r.Context()).UserID
+	lines, err := s.checkoutFacts(ctx, user, req)
+	if err != nil {
+		return err
+	}
+	seq, err := s.Numbers.NextOrderSeq(ctx)
+	if err != nil {
+		return err
+	}
+	// PostgreSQL keeps microseconds: the time the cache and the database
+	// hold must be the same for the order list's keyset to line up.
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	cmd := order.Command{
+		ID:        id,
+		Kind:      order.KindCheckout,
+		Partition: order.HomePartition(lines, s.cfg.Partitions),
+		At:        now,
+		Checkout: &order.Checkout{
+			OrderID:        id,
+			OrderNumber:    order.NumberFor(now, seq),
+			UserID:         user,
+			AddressID:      req.AddressID,
+			PaymentMethod:  req.PaymentMethod,
+			Lines:          lines,
+			ShippingFee:    s.cfg.ShippingFee,
+			IdempotencyKey: key,
+			RequestHash:    hash,
+			FromCart:       req.CartSKUIDs != nil,
+		},
+	}
+	if err := cmd.Validate(cmd.Partition, s.cfg.Partitions); err != nil {
+		return fmt.Errorf("checkout built an invalid command: %v", err) // a bug: 500
+	}
+	var rec *order.Idempotency
+	if key != "" {
+		rec = &order.Idempotency{RequestHash: hash, Command: cmd}
+	}
+	if err := s.publishCheckout(ctx, cmd, rec); err != nil {
+		return err
+	}
+	writeAccepted(w, cmd.ID, cmd.Checkout.OrderNumber, false)
+	return nil
+}
+
+// checkoutFacts checks what the request names against the stores and
+// returns the order's lines: the address must be one of the caller's, a
+// cart checkout's SKUs must be in the caller's cart with a quantity (which
+// the lines snapshot), and no SKU's sale may be paused. The address and the
+// SKUs are read concurrently. Field errors of both checks come in one 422.
+func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRequest) ([]order.LineRequest, error) {
+	var (
+		wg      sync.WaitGroup
+		addrErr error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, addrErr = s.Addresses.Address(ctx, user, req.AddressID)
+	}()
+	lines, cartErr := s.checkoutLines(ctx, user, req)
+	var paused map[uuid.UUID]bool
+	if cartErr == nil {
+		paused = s.pausedSKUs(ctx, lines)
+	}
+	wg.Wait()
+	var f order.Fields
+	switch order.ErrorCode(addrErr) {
+	case "":
+	case order.ENOTFOUND:
+		f.Add("address_id", "is not one of your addresses")
+	default:
+		return nil, addrErr
+	}
+	switch order.ErrorCode(cartErr) {
+	case "":
+	case order.EINVALID:
+		f = append(f, order.ErrorFields(cartErr)...)
+	default:
+		return nil, cartErr
+	}
+	if err := f.Err("the order cannot be placed"); err != nil {
+		return nil, err
+	}
+	for _, l := range lines {
+		if paused[l.SKUID] {
+			return nil, order.Errorf(order.EPAUSED, "the sale of SKU %s is paused", l.SKUID)
+		}
+	}
+	return lines, nil
+}
+
+// checkoutLines returns the order's lines: the items of a direct purchase,
+// or the selected SKUs with the quantities in the caller's cart. A selected
+// SKU that the cart does not hold, holds with quantity 0, or holds more of
+// than one line may is an EINVALID error naming it.
+func (s *Server) checkoutLines(ctx context.Context, user string, req *checkoutRequest) ([]order.LineRequest, error) {
+	if req.Items != nil {
+		return req.Items, nil
+	}
+	cart, err := s.Carts.Cart(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	var f order.Fields
+	lines := make([]order.LineRequest, 0, len(req.CartSKUIDs))
+	for i, id := range req.CartSKUIDs {
+		name := fmt.Sprintf("cart_sku_ids[%d]", i)
+		switch q := cart[id]; {
+		case q <= 0:
+			f.Add(name, "SKU %s is not in your cart", id)
+		case q > order.MaxLineQty:
+			f.Add(name, "your cart holds %d of SKU %s, more than the %d one order line may hold", q, id, order.MaxLineQty)
+		default:
+			lines = append(lines, order.LineRequest{SKUID: id, Quantity: q})
+		}
+	}
+	if err := f.Err("the cart does not hold these SKUs"); err != nil {
+		return nil, err
+	}
+	return lines, nil
+}
+
+// pausedSKUs returns which of the lines' SKUs have their sale paused. The
+// partition rejects a paused SKU's order anyway (sale_paused); this early
+// check only spares the buyer the wait, so when the catalog cannot be read
+// it logs and lets the order through.
+func (s *Server) pausedSKUs(ctx context.Context, lines []order.LineRequest) map[uuid.UUID]bool {
+	if s.SKUs == nil {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(lines))
+	for i, l := range lines {
+		ids[i] = l.SKUID
+	}
+	skus, err := s.SKUs.SKUsByID(ctx, ids)
+	if err != nil {
+		s.log.WarnContext(ctx, "checkout: cannot read the SKUs for the pause check; the partition will check", "err", err)
+		return nil
+	}
+	var paused map[uuid.UUID]bool
+	for id, sku := range skus {
+		if sku.Paused {
+			if paused == nil {
+				paused = make(map[uuid.UUID]bool)
+			}
+			paused[id] = true
+		}
+	}
+	return paused
+}
+
+// pendingOrder is what the status cache holds for a checkout until its
+// partition decides it: no prices yet.
+func pendingOrder(cmd order.Command) *order.Order {
+	c := cmd.Checkout
+	lines := make([]order.Line, len(c.Lines))
+	for i, l := range c.Lines {
+		lines[i] = order.Line{SKUID: l.SKUID, Quantity: l.Quantity}
+	}
+	return &order.Order{
+		ID:            c.OrderID,
+		Number:        c.OrderNumber,
+		UserID:        c.UserID,
+		AddressID:     c.AddressID,
+		PaymentMethod: c.PaymentMethod,
+		Status:        order.StatusPending,
+		Lines:         lines,
+		ShippingFee:   c.ShippingFee,
+		AcceptedAt:    cmd.At,
+		UpdatedAt:     cmd.At,
+	}
+}
+
+// publishCheckout caches the pending order (and the idempotency record rec,
+// if any) and publishes the command, waiting up to the publish timeout for
+// JetStream's ack. If the publish fails, the pending order is taken out of
+// the cache again, so that nothing of it is visible, and the error is
+// EUNAVAILABLE with a Retry-After; rec stays, unpublished, so that a retry
+// with the same key republishes the same command. Once the command is
+// acknowledged, rec is marked published.
+func (s *Server) publishCheckout(ctx context.Context, cmd order.Command, rec *order.Idempotency) error {
+	pending := pendingOrder(cmd)
+	wrote, err := s.Status.PutPending(ctx, pending, rec)
+	if err != nil {
+		return err
+	}
+	if err := s.publish(ctx, cmd); err != nil {
+		if wrote {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			if derr := s.Status.DropPending(dctx, pending); derr != nil {
+				s.log.ErrorContext(ctx, "checkout: could not remove the pending order of a failed publish", "order", cmd.ID, "err", derr)
+			}
+			cancel()
+		}
+		return err
+	}
+	if rec != nil {
+		rec.Published = true
+		if err := s.Status.PutIdempotency(context.WithoutCancel(ctx), cmd.ID, rec); err != nil {
+			// A retry will republish the command: harmless.
+			s.log.WarnContext(ctx, "checkout: could not mark the idempotency record published", "order", cmd.ID, "err", err)
+		}
+	}
+	return nil
+}
+
+// publish publishes one command, waiting up to the publish timeout for the
+// ack. Any failure is EUNAVAILABLE (503 with Retry-After): the command may
+// or may not be stored, and retrying it is safe.
+func (s *Server) publish(ctx context.Context, cmd order.Command) error {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	err := s.Publisher.Publish(pctx, cmd)
+	if err == nil {
+		return nil
+	}
+	if order.ErrorCode(err) != order.EUNAVAILABLE {
+		err = fmt.Errorf("%w: %w", order.Errorf(order.EUNAVAILABLE, "the order queue is unavailable, try again"), err)
+	}
+	return withRetryAfter(err, 1)
+}
+
+// writeAccepted answers 202 with the order's id, number and links. A replay
+// of an earlier answer (same Idempotency-Key and body) says so in the
+// Idempotent-Replayed header.
+func writeAccepted(w http.ResponseWriter, id uuid.UUID, number string, replayed bool) {
+	links := linksOf(id)
+	w.Header().Set("Location", links.Self)
+	w.Header().Set("Cache-Control", "no-store")
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusAccepted, accepted{OrderID: id, OrderNumber: number, Status: order.StatusPending, Links: links})
+}

@@ -1,0 +1,140 @@
+package ingress
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/flashsale/orderd/pkg/order"
+)
+
+// sseHeartbeat is how often an event stream sends a comment to keep
+// proxies from closing it, and re-reads the status cache in case an event
+// was missed; a variable so that tests can shorten it.
+var sseHeartbeat = 15 * time.Second
+
+// sseRetry is the reconnection delay the stream suggests to EventSource.
+const sseRetry = 2 * time.Second
+
+// orderEvents is GET /v1/orders/{id}/events: the caller's order as
+// Server-Sent Events. It sends the current status first, then each later
+// one, and closes after a final status (paid, expired, cancelled,
+// rejected). Each event is
+//
+//	id: <status>
+//	event: <status>
+//	data: <the order as JSON>
+//
+// A status is sent at most once and statuses only move forward (pending,
+// confirmed, then a final one), so the status is the event id: a client
+// reconnecting with Last-Event-ID gets only what came after it, and one
+// that already saw a final status gets 204 No Content, which tells
+// EventSource to stop reconnecting. A Last-Event-ID that names no status is
+// 400. A comment every sseHeartbeat keeps the connection alive.
+func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathUUID(r, "id")
+	if err != nil {
+		return err
+	}
+	seen := -1 // the rank of the last status the client has
+	if v := strings.TrimSpace(r.Header.Get("Last-Event-ID")); v != "" {
+		st, ok := order.ParseStatus(v)
+		if !ok {
+			return order.Errorf(order.EMALFORMED, "Last-Event-ID %q is not an event id of this stream (a status)", truncate(v, 64))
+		}
+		seen = order.StatusRank(st)
+	}
+	ctx, user := r.Context(), principal(r.Context()).UserID
+	// Subscribe before reading, so that no change falls in between.
+	changes, stop := s.watch(id)
+	defer stop()
+	o, err := s.ownedOrder(ctx, user, id)
+	if err != nil {
+		return err
+	}
+	if seen == order.StatusRank(order.StatusPaid) { // the client saw a final status
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives any write timeout
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	if _, err := fmt.Fprintf(w, "retry: %d\n\n", sseRetry.Milliseconds()); err != nil {
+		return nil
+	}
+	// send writes o if it is news to the client, and reports whether the
+	// stream is over (a final status sent, or the client gone).
+	send := func(o *order.Order) (done bool) {
+		rank := order.StatusRank(o.Status)
+		if rank <= seen {
+			return false
+		}
+		if err := writeSSE(w, o); err != nil {
+			return true
+		}
+		if err := rc.Flush(); err != nil {
+			return true
+		}
+		seen = rank
+		return o.Status.Final()
+	}
+	if send(o) {
+		return nil
+	}
+	if err := rc.Flush(); err != nil {
+		return nil
+	}
+	beat := time.NewTicker(sseHeartbeat)
+	defer beat.Stop()
+	for {
+		select {
+		case n, ok := <-changes:
+			if !ok { // the waiter shut down (the server is stopping)
+				return nil
+			}
+			if send(n) {
+				return nil
+			}
+		case <-beat.C:
+			if n, err := s.Status.OrderStatus(ctx, id); err == nil && n.UserID == user {
+				if send(n) {
+					return nil
+				}
+			}
+			if _, err := w.Write([]byte(": heartbeat\n\n")); err != nil {
+				return nil
+			}
+			if err := rc.Flush(); err != nil {
+				return nil
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// writeSSE writes one event: the order's status as id and event name, the
+// order as data (one line: JSON never holds a raw newline).
+func writeSSE(w http.ResponseWriter, o *order.Order) error {
+	c := *o
+	if c.Lines == nil {
+		c.Lines = []order.Line{}
+	}
+	data, err := json.Marshal(&c)
+	if err != nil {
+		return err
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "id: %s\nevent: %s\ndata: %s\n\n", o.Status, o.Status, data)
+	_, err = w.Write(b.Bytes())
+	return err
+}
