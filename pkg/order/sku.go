@@ -93,6 +93,14 @@ func (n *NewSKU) Validate() error {
 	if n.PerUserLimit != nil && (*n.PerUserLimit < 1 || *n.PerUserLimit > MaxUserLimit) {
 		f.Add("per_user_limit", "must be between 1 and %d", MaxUserLimit)
 	}
+	for _, t := range []struct {
+		field string
+		at    *time.Time
+	}{{"sale_starts_at", n.SaleStartsAt}, {"sale_ends_at", n.SaleEndsAt}} {
+		if t.at != nil && !ValidTime(*t.at) {
+			f.Add(t.field, "must be between years 1 and 9999 in UTC")
+		}
+	}
 	if n.SaleStartsAt != nil && n.SaleEndsAt != nil && !n.SaleEndsAt.After(*n.SaleStartsAt) {
 		f.Add("sale_ends_at", "must be after sale_starts_at")
 	}
@@ -100,6 +108,14 @@ func (n *NewSKU) Validate() error {
 		f.Add("payment_hold_seconds", "must be between 1 and %d", MaxHoldSecs)
 	}
 	return f.Err("invalid SKU")
+}
+
+// ValidTime reports whether t, in UTC and at the microsecond precision of
+// the database, is a year from 1 to 9999: one that RFC 3339 (and JSON) can
+// write. An offset can push a time that parsed into year 10000.
+func ValidTime(t time.Time) bool {
+	y := t.UTC().Truncate(time.Microsecond).Year()
+	return y >= 1 && y <= 9999
 }
 
 // ValidCurrency reports whether c looks like an ISO 4217 code.

@@ -87,12 +87,14 @@ func (db *DB) ListSKUs(ctx context.Context, after uuid.UUID, limit int) ([]order
 	return skus, nil
 }
 
-// utc returns t in UTC, so that any offset the client sent (Go accepts up to
-// ±23:59, PostgreSQL less) reaches the database as the same instant.
+// utc returns t in UTC at the database's microsecond precision, truncated
+// rather than rounded by the server, so that any offset the client sent (Go
+// accepts up to ±23:59, PostgreSQL less) reaches the database as the same
+// instant, and the stored value reads back as the year it was.
 func utc(t *time.Time) *time.Time {
 	if t == nil {
 		return nil
 	}
-	u := t.UTC()
+	u := t.UTC().Truncate(time.Microsecond)
 	return &u
 }
