@@ -340,7 +340,7 @@ func TestToken(t *testing.T) {
 	if diff := cmp.Diff(auth.Principal{UserID: "u1", Admin: true}, p); diff != "" {
 		t.Errorf("principal (-want +got):\n%s", diff)
 	}
-	if _, err := auth.NewVerifier([]byte("another-"+testSecret)).Verify(strings.TrimSpace(out.String())); err == nil {
+	if _, err := auth.NewVerifier([]byte("another-" + testSecret)).Verify(strings.TrimSpace(out.String())); err == nil {
 		t.Error("a token verified with another secret")
 	}
 }
