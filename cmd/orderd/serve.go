@@ -117,11 +117,25 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 
 	// Build everything before anything runs.
 	var handler http.Handler
+	closeHub := func() {}
 	if withHTTP {
+		hub, err := natsbus.NewHub(nc, log)
+		if err != nil {
+			return err
+		}
+		// Closed by stopHTTP to end the streams; closing twice is harmless.
+		closers.push("order status hub", func() error { hub.Close(); return nil })
+		closeHub = hub.Close
 		deps := ingress.Deps{
-			Log:    log,
-			Auth:   auth.NewVerifier([]byte(cfg.JWTSecret)),
-			Status: rs,
+			Log:       log,
+			Auth:      auth.NewVerifier([]byte(cfg.JWTSecret)),
+			SKUs:      db,
+			Addresses: db,
+			Carts:     rs,
+			Orders:    db,
+			Status:    rs,
+			Numbers:   postgres.NewOrderNumbers(db),
+			Waiter:    hub,
 			Ready: []ingress.Checker{
 				{Name: "postgres", Ping: db.Ping},
 				{Name: "redis", Ping: rs.Ping},
@@ -136,11 +150,6 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		} else {
 			deps.Publisher = natsbus.NewPublisher(js)
 		}
-		stopWaiter, err := wireIngressStores(&deps, db, rs, nc, js, log)
-		if err != nil {
-			return err
-		}
-		closers.push("order status waiter", func() error { stopWaiter(); return nil })
 		if cfg.PaymentWebhookSecret == "" {
 			log.Warn("PAYMENT_WEBHOOK_SECRET is not set: payment webhooks will be refused")
 		}
@@ -164,8 +173,9 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 	var srv *http.Server
 	// Requests' contexts derive from streamsCtx, which stopHTTP cancels to
 	// end SSE streams and long-polls during a shutdown.
-	streamsCtx, stopStreams := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopStreams()
+	streamsCtx, cancelStreams := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelStreams()
+	stopStreams := func() { cancelStreams(); closeHub() }
 	if withHTTP {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
@@ -257,9 +267,10 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 // in-flight requests. SSE streams and long-polls never go idle by
 // themselves: short requests (a checkout waits at most PUBLISH_TIMEOUT) get
 // a grace period to finish, then stopStreams cancels the requests' base
-// context so that streams end and their clients reconnect to another
-// instance. What is still open at the deadline is closed.
-func stopHTTP(srv *http.Server, stopStreams context.CancelFunc, cfg *Config, log *slog.Logger) {
+// context and closes the status hub, so that streams end and their clients
+// reconnect to another instance. What is still open at the deadline is
+// closed.
+func stopHTTP(srv *http.Server, stopStreams func(), cfg *Config, log *slog.Logger) {
 	start := time.Now()
 	log.Info("shutdown: http server draining", "timeout", cfg.ShutdownTimeout)
 	grace := min(cfg.PublishTimeout+2*time.Second, cfg.ShutdownTimeout/2)
