@@ -23,7 +23,7 @@ type lineChart struct {
 }
 
 const (
-	chartLeft, chartRight, chartTop, chartBottom = 64, 16, 36, 44
+	chartLeft, chartRight, chartTop, chartBottom = 64, 16, 48, 44
 )
 
 // SVG renders the chart as an inline <svg> element, needing nothing from
@@ -68,6 +68,9 @@ func (c lineChart) SVG() template.HTML {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="label" text-anchor="middle">no data</text>`, chartLeft+pw/2, chartTop+ph/2)
 	}
 	for i, s := range c.Series {
+		lx := float64(chartLeft + i*120) // the legend: one row under the title
+		fmt.Fprintf(&b, `<rect x="%.1f" y="30" width="12" height="4" fill="%s"/>`, lx, esc(s.Color))
+		fmt.Fprintf(&b, `<text x="%.1f" y="36" class="legend">%s</text>`, lx+16, esc(s.Name))
 		if len(s.X) == 0 {
 			continue
 		}
@@ -79,9 +82,6 @@ func (c lineChart) SVG() template.HTML {
 			fmt.Fprintf(&b, "%.1f,%.1f", px(s.X[j]), py(s.Y[j]))
 		}
 		b.WriteString(`"/>`)
-		lx := float64(c.Width-chartRight) - float64(len(c.Series)-i)*110
-		fmt.Fprintf(&b, `<rect x="%.1f" y="12" width="12" height="4" fill="%s"/>`, lx, esc(s.Color))
-		fmt.Fprintf(&b, `<text x="%.1f" y="18" class="legend">%s</text>`, lx+16, esc(s.Name))
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // every piece of text above is escaped

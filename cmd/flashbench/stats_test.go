@@ -49,8 +49,8 @@ func TestBuildTimeline(t *testing.T) {
 	outs := []outcome{
 		{Due: at(0), AcceptedAt: at(10 * time.Millisecond), DecidedAt: at(1500 * time.Millisecond)},
 		{Due: at(100 * time.Millisecond), AcceptedAt: at(130 * time.Millisecond), DecidedAt: at(1200 * time.Millisecond)},
-		{Due: at(1100 * time.Millisecond), AcceptedAt: at(1150 * time.Millisecond)},                // lost
-		{Due: at(1100 * time.Millisecond)},                                                        // failed
+		{Due: at(1100 * time.Millisecond), AcceptedAt: at(1150 * time.Millisecond)}, // lost
+		{Due: at(1100 * time.Millisecond)}, // failed
 		{Due: at(2000 * time.Millisecond), AcceptedAt: at(2900 * time.Millisecond), DecidedAt: at(3100 * time.Millisecond)},
 	}
 	tl := buildTimeline(start, outs, nil)
