@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/flashsale/orderd/pkg/postgres/pgtest"
+)
+
+// saleDB is a database that a test fills with the state a run could leave.
+type saleDB struct {
+	t      *testing.T
+	db     *sql.DB
+	prefix string
+	skus   []uuid.UUID
+	ids    []uuid.UUID // orders "answered 202"
+}
+
+var orderSeq atomic.Int64
+
+func newSaleDB(t *testing.T) *saleDB {
+	t.Helper()
+	_, db := pgtest.New(t)
+	return &saleDB{t: t, db: db.DB.DB, prefix: "fb-test" + fmt.Sprint(orderSeq.Add(1)) + "-"}
+}
+
+func (s *saleDB) exec(q string, args ...any) {
+	s.t.Helper()
+	if _, err := s.db.Exec(q, args...); err != nil {
+		s.t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// sku inserts a SKU of the run.
+func (s *saleDB) sku(initial, restocked, stock, unitsSold int64) uuid.UUID {
+	s.t.Helper()
+	id := uuid.New()
+	s.exec(`INSERT INTO skus (id, name, price, currency, stock, initial_stock, restocked, units_sold)
+		VALUES ($1, 'test', 1999, 'EUR', $2, $3, $4, $5)`, id, stock, initial, restocked, unitsSold)
+	s.skus = append(s.skus, id)
+	return id
+}
+
+// order inserts an order of buyer user (of the run unless user has its own
+// prefix) with one unit of each SKU, and counts it as answered 202.
+func (s *saleDB) order(user, status, reason string, skus ...uuid.UUID) uuid.UUID {
+	s.t.Helper()
+	if !strings.Contains(user, "-") {
+		user = s.prefix + user
+	}
+	addr, id := uuid.New(), uuid.New()
+	s.exec(`INSERT INTO addresses (id, user_id, recipient, line1, city, postal_code, country)
+		VALUES ($1, $2, 'B', 'Street 1', 'Berlin', '10115', 'DE')`, addr, user)
+	var rr any
+	if reason != "" {
+		rr = reason
+	}
+	n := orderSeq.Add(1)
+	s.exec(`INSERT INTO orders (id, order_number, user_id, address_id, payment_method, status, reject_reason,
+			home_partition, idempotency_key, accepted_at)
+		VALUES ($1, $2, $3, $4, 'card', $5, $6, 0, $7, now())`, id, fmt.Sprintf("FS-TEST-%09d", n), user, addr, status, rr, fmt.Sprint("key-", n))
+	for i, sku := range skus {
+		s.exec(`INSERT INTO order_lines (order_id, line_no, sku_id, quantity, unit_price, line_total)
+			VALUES ($1, $2, $3, 1, 1999, 1999)`, id, i, sku)
+	}
+	s.ids = append(s.ids, id)
+	return id
+}
+
+func (s *saleDB) verify(single bool) DBReport {
+	s.t.Helper()
+	r, err := verifyDB(context.Background(), s.db, DBScope{SKUs: s.skus, UserPrefix: s.prefix, Accepted: s.ids, SingleSKU: single, UnitQty: 1})
+	if err != nil {
+		s.t.Fatalf("verifyDB: %v", err)
+	}
+	return r
+}
+
+// failedChecks returns the names of the failed checks, sorted.
+func failedChecks(cs []Check) []string {
+	var out []string
+	for _, c := range cs {
+		if c.Failed() {
+			out = append(out, c.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func wantFailed(t *testing.T, r DBReport, want ...string) {
+	t.Helper()
+	slices.Sort(want)
+	if got := failedChecks(r.Checks); !slices.Equal(got, want) {
+		for _, c := range r.Checks {
+			t.Logf("%s: %s", c.Name, c.Result())
+		}
+		t.Errorf("failed checks %v, want %v", got, want)
+	}
+}
+
+func TestVerifyDBConsistentSellout(t *testing.T) {
+	s := newSaleDB(t)
+	sku := s.sku(3, 0, 0, 3)
+	for i := range 3 {
+		s.order(fmt.Sprint(i), "confirmed", "", sku)
+	}
+	s.order("3", "rejected", "out_of_stock", sku)
+	s.order("4", "rejected", "out_of_stock", sku)
+	// Another run's orders, of the same SKU or not, are not this run's business.
+	s.order("fb-other-1", "pending", "")
+	s.order("fb-other-1", "pending", "")
+	s.ids = s.ids[:5]
+
+	r := s.verify(true)
+	wantFailed(t, r)
+	if len(r.Checks) != 8 {
+		t.Errorf("%d checks, want 8", len(r.Checks))
+	}
+	if r.Orders != 5 || r.Pending != 0 || r.Unseen != 0 || r.StockLeft != 0 || r.Held != 3 || r.Oversold != 0 {
+		t.Errorf("report %+v", r)
+	}
+}
+
+func TestVerifyDBConsistentWithRestockAndPaid(t *testing.T) {
+	s := newSaleDB(t)
+	a, b := s.sku(5, 2, 4, 3), s.sku(1, 0, 0, 1)
+	s.order("0", "paid", "", a, b)
+	s.order("1", "confirmed", "", a)
+	s.order("2", "confirmed", "", a)
+	s.order("3", "cancelled", "", a)
+	s.order("4", "expired", "", a)
+	s.order("5", "rejected", "out_of_stock", a, b)
+	wantFailed(t, s.verify(false))
+}
+
+func TestVerifyDBOversold(t *testing.T) {
+	s := newSaleDB(t)
+	sku := s.sku(2, 0, 0, 2)
+	for i := range 3 {
+		s.order(fmt.Sprint(i), "confirmed", "", sku)
+	}
+	r := s.verify(true)
+	wantFailed(t, r, CheckNoOversell, CheckStockConservation, CheckUnitsSold, CheckFairSellout)
+	if r.Oversold != 1 {
+		t.Errorf("oversold %d, want 1", r.Oversold)
+	}
+}
+
+func TestVerifyDBLeakedStock(t *testing.T) {
+	// Three units left the stock but only two orders hold any: a rejected
+	// or cancelled order kept what it had reserved.
+	s := newSaleDB(t)
+	a, b := s.sku(10, 0, 7, 3), s.sku(10, 0, 10, 0)
+	s.order("0", "confirmed", "", a, b)
+	s.order("1", "confirmed", "", a)
+	s.order("2", "rejected", "out_of_stock", a, b)
+	wantFailed(t, s.verify(false), CheckStockConservation, CheckUnitsSold)
+}
+
+func TestVerifyDBNegativeStock(t *testing.T) {
+	s := newSaleDB(t)
+	// The schema forbids it; a store without those guards would not.
+	s.exec(`ALTER TABLE skus DROP CONSTRAINT skus_stock_check, DROP CONSTRAINT skus_check1`)
+	sku := s.sku(2, 0, -1, 3)
+	for i := range 3 {
+		s.order(fmt.Sprint(i), "confirmed", "", sku)
+	}
+	wantFailed(t, s.verify(false), CheckStockNonNegative, CheckNoOversell)
+}
+
+func TestVerifyDBAcceptedNotDecided(t *testing.T) {
+	s := newSaleDB(t)
+	sku := s.sku(5, 0, 4, 1)
+	s.order("0", "confirmed", "", sku)
+	s.order("1", "pending", "", sku)
+	s.ids = append(s.ids, uuid.New()) // answered 202, never written
+	r := s.verify(true)
+	wantFailed(t, r, CheckAcceptedDecided)
+	if r.Pending != 1 {
+		t.Errorf("pending %d, want 1", r.Pending)
+	}
+	for _, c := range r.Checks {
+		if c.Name == CheckFairSellout && c.Skipped == "" {
+			t.Errorf("%s judged while an order is pending: %s", c.Name, c.Result())
+		}
+	}
+}
+
+func TestVerifyDBDuplicateOrder(t *testing.T) {
+	s := newSaleDB(t)
+	sku := s.sku(5, 0, 3, 2)
+	s.order("0", "confirmed", "", sku)
+	s.order("0", "confirmed", "", sku) // the same buyer again, under another key
+	r := s.verify(false)
+	wantFailed(t, r, CheckNoDuplicateOrders)
+}
+
+func TestVerifyDBUnseenOrder(t *testing.T) {
+	s := newSaleDB(t)
+	sku := s.sku(5, 0, 3, 2)
+	s.order("0", "confirmed", "", sku)
+	s.order("1", "confirmed", "", sku)
+	s.ids = s.ids[:1] // the second buyer's checkout timed out on the client
+	r := s.verify(true)
+	wantFailed(t, r)
+	if r.Unseen != 1 {
+		t.Errorf("unseen %d, want 1", r.Unseen)
+	}
+}
+
+func TestVerifyDBOutOfStockWhileStockRemained(t *testing.T) {
+	// The design's optimistic lock: a buyer gives up after 3 conflicts and
+	// is told out_of_stock though units are left.
+	s := newSaleDB(t)
+	sku := s.sku(3, 0, 1, 2)
+	s.order("0", "confirmed", "", sku)
+	s.order("1", "confirmed", "", sku)
+	s.order("2", "rejected", "out_of_stock", sku)
+	wantFailed(t, s.verify(true), CheckNoSpuriousOOS, CheckFairSellout)
+}
+
+func TestVerifyDBOtherRejectionWhileStockRemained(t *testing.T) {
+	s := newSaleDB(t)
+	sku := s.sku(3, 0, 1, 2)
+	s.order("0", "confirmed", "", sku)
+	s.order("1", "confirmed", "", sku)
+	s.order("2", "rejected", "reservation_timeout", sku)
+	wantFailed(t, s.verify(true), CheckFairSellout)
+}
+
+func TestVerifyDBMissingSKU(t *testing.T) {
+	s := newSaleDB(t)
+	s.sku(1, 0, 1, 0)
+	s.skus = append(s.skus, uuid.New())
+	wantFailed(t, s.verify(false), CheckStockConservation)
+}
