@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -63,6 +64,11 @@ func NewHub(nc *nats.Conn, log *slog.Logger) (*Hub, error) {
 	if err := sub.SetPendingLimits(1<<20, 512<<20); err != nil {
 		sub.Unsubscribe()
 		return nil, fmt.Errorf("hub: pending limits: %w", err)
+	}
+	// Make sure the server has the subscription before anyone waits on it.
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		sub.Unsubscribe()
+		return nil, fmt.Errorf("hub: flush subscription: %w", err)
 	}
 	h.sub = sub
 	return h, nil

@@ -1,0 +1,279 @@
+package postgres_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+
+	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres"
+	"github.com/flashsale/orderd/pkg/postgres/pgtest"
+)
+
+// fixtureSeq numbers the fixture's orders.
+var fixtureSeq atomic.Int64
+
+// orderFixture inserts what orders refer to: a SKU and an address of user.
+type orderFixture struct {
+	db      *postgres.DB
+	skuID   uuid.UUID
+	skuName string
+	addrs   map[string]uuid.UUID
+}
+
+func newOrderFixture(t *testing.T, db *postgres.DB) *orderFixture {
+	t.Helper()
+	f := &orderFixture{db: db, skuID: uuid.New(), skuName: "Hot sneaker", addrs: map[string]uuid.UUID{}}
+	if _, err := db.Exec(`INSERT INTO skus (id, name, price, currency, stock, initial_stock) VALUES ($1, $2, 1500, 'EUR', 100, 100)`, f.skuID, f.skuName); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// insertOrder writes an order of user with one line of the fixture's SKU,
+// as a partition would.
+func (f *orderFixture) insertOrder(t *testing.T, user string, at time.Time, status order.Status, key, hash string) *order.Order {
+	t.Helper()
+	addr, ok := f.addrs[user]
+	if !ok {
+		addr = uuid.New()
+		if _, err := f.db.Exec(`INSERT INTO addresses (id, user_id, recipient, line1, city, postal_code, country) VALUES ($1, $2, 'R', 'L1', 'Berlin', '10115', 'DE')`, addr, user); err != nil {
+			t.Fatal(err)
+		}
+		f.addrs[user] = addr
+	}
+	id := uuid.New()
+	if key != "" {
+		id = order.IdempotentID(user, key)
+	}
+	o := &order.Order{
+		ID: id, Number: order.NumberFor(at, fixtureSeq.Add(1)), UserID: user, AddressID: addr,
+		PaymentMethod: order.PayCard, Status: status, Currency: "EUR",
+		Lines:       []order.Line{{SKUID: f.skuID, Name: f.skuName, Quantity: 2, UnitPrice: 1500, LineTotal: 3000}},
+		ShippingFee: 1000, AcceptedAt: at.UTC().Truncate(time.Microsecond), UpdatedAt: at.UTC().Truncate(time.Microsecond),
+	}
+	o.Price()
+	var reason *string
+	if status == order.StatusRejected {
+		r := string(order.RejectOutOfStock)
+		reason = &r
+		o.RejectReason = order.RejectOutOfStock
+		o.RejectSKUs = []uuid.UUID{f.skuID}
+	}
+	var skus any
+	if o.RejectSKUs != nil {
+		skus = "{" + f.skuID.String() + "}"
+	}
+	var nkey, nhash *string
+	if key != "" {
+		nkey, nhash = &key, &hash
+	}
+	_, err := f.db.Exec(`INSERT INTO orders (id, order_number, user_id, address_id, payment_method, status, reject_reason, reject_skus,
+		currency, subtotal, shipping_fee, grand_total, home_partition, idempotency_key, request_hash, accepted_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16)`,
+		o.ID, o.Number, user, addr, o.PaymentMethod, o.Status, reason, skus, o.Currency, o.Subtotal, o.ShippingFee, o.GrandTotal,
+		nkey, nhash, o.AcceptedAt, o.UpdatedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db.Exec(`INSERT INTO order_lines (order_id, line_no, sku_id, quantity, unit_price, line_total) VALUES ($1, 0, $2, 2, 1500, 3000)`, o.ID, f.skuID); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func TestOrder(t *testing.T) {
+	t.Parallel()
+	_, db := pgtest.New(t)
+	f := newOrderFixture(t, db)
+	ctx := context.Background()
+	now := time.Now()
+	for _, st := range []order.Status{order.StatusConfirmed, order.StatusRejected} {
+		want := f.insertOrder(t, "u1", now, st, "", "")
+		got, err := db.Order(ctx, want.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Order(%s) (-want +got):\n%s", st, diff)
+		}
+	}
+	if _, err := db.Order(ctx, uuid.New()); order.ErrorCode(err) != order.ENOTFOUND {
+		t.Errorf("unknown order: err %v, want ENOTFOUND", err)
+	}
+}
+
+func TestOrderByIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	_, db := pgtest.New(t)
+	f := newOrderFixture(t, db)
+	ctx := context.Background()
+	want := f.insertOrder(t, "u1", time.Now(), order.StatusConfirmed, "key-1", "hash-1")
+	got, hash, err := db.OrderByIdempotencyKey(ctx, "u1", "key-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != want.ID || hash != "hash-1" {
+		t.Errorf("got order %s hash %q, want %s hash-1", got.ID, hash, want.ID)
+	}
+	for _, c := range []struct{ user, key string }{{"u2", "key-1"}, {"u1", "key-2"}} {
+		if _, _, err := db.OrderByIdempotencyKey(ctx, c.user, c.key); order.ErrorCode(err) != order.ENOTFOUND {
+			t.Errorf("user %s key %s: err %v, want ENOTFOUND", c.user, c.key, err)
+		}
+	}
+}
+
+func TestOrdersByUser(t *testing.T) {
+	t.Parallel()
+	_, db := pgtest.New(t)
+	f := newOrderFixture(t, db)
+	ctx := context.Background()
+	base := time.Now().Add(-time.Hour)
+	var want []uuid.UUID // newest first
+	for i := range 7 {
+		// Two orders share each instant: the id breaks the tie.
+		at := base.Add(time.Duration(i/2) * time.Second)
+		o := f.insertOrder(t, "u1", at, order.StatusConfirmed, "", "")
+		want = append(want, o.ID)
+		f.insertOrder(t, "u2", at, order.StatusConfirmed, "", "")
+	}
+	// Newest first: by accepted_at, then id, descending.
+	all, _, err := db.OrdersByUser(ctx, "u1", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 7 {
+		t.Fatalf("got %d orders, want 7", len(all))
+	}
+	for i := 1; i < len(all); i++ {
+		if !order.CursorOf(&all[i-1]).Before(&all[i]) {
+			t.Errorf("order %d (%s %s) is not older than order %d", i, all[i].AcceptedAt, all[i].ID, i-1)
+		}
+	}
+	for _, o := range all {
+		if o.UserID != "u1" || len(o.Lines) != 1 || o.Lines[0].Name != f.skuName {
+			t.Errorf("order %+v: want u1's with its one named line", o)
+		}
+	}
+	for _, limit := range []int{1, 2, 3, 7} {
+		var got []uuid.UUID
+		cursor := ""
+		for pages := 0; ; pages++ {
+			if pages > 10 {
+				t.Fatalf("limit %d: too many pages", limit)
+			}
+			page, next, err := db.OrdersByUser(ctx, "u1", cursor, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) > limit {
+				t.Fatalf("limit %d: page of %d", limit, len(page))
+			}
+			for _, o := range page {
+				got = append(got, o.ID)
+			}
+			if next == "" {
+				break
+			}
+			cursor = next
+		}
+		wantIDs := make([]uuid.UUID, len(all))
+		for i, o := range all {
+			wantIDs[i] = o.ID
+		}
+		if diff := cmp.Diff(wantIDs, got); diff != "" {
+			t.Errorf("limit %d: pages (-want +got):\n%s", limit, diff)
+		}
+	}
+	if _, _, err := db.OrdersByUser(ctx, "u1", "not-a-cursor", 10); order.ErrorCode(err) != order.EINVALID {
+		t.Errorf("bad cursor: err %v, want EINVALID", err)
+	}
+	none, next, err := db.OrdersByUser(ctx, "nobody", "", 10)
+	if err != nil || len(none) != 0 || next != "" {
+		t.Errorf("user without orders: %v %q %v, want an empty last page", none, next, err)
+	}
+}
+
+func TestNextOrderSeqUniqueAcrossAllocators(t *testing.T) {
+	t.Parallel()
+	dsn, db := pgtest.New(t)
+	ctx := context.Background()
+	// Two allocators on two pools: two ingress processes.
+	other, err := postgres.Open(ctx, dsn, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	allocators := []*postgres.OrderNumbers{postgres.NewOrderNumbers(db), postgres.NewOrderNumbers(other)}
+	const perAllocator, workers = 5000, 8
+	var (
+		mu   sync.Mutex
+		seen = make(map[int64]int, 2*perAllocator)
+		wg   sync.WaitGroup
+	)
+	for a, alloc := range allocators {
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n := perAllocator / workers
+				if w == 0 {
+					n += perAllocator % workers
+				}
+				got := make([]int64, 0, n)
+				for range n {
+					v, err := alloc.NextOrderSeq(ctx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					got = append(got, v)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				for _, v := range got {
+					if prev, dup := seen[v]; dup {
+						t.Errorf("value %d handed out by allocator %d and %d", v, prev, a)
+					}
+					seen[v] = a
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if len(seen) != 2*perAllocator {
+		t.Errorf("got %d distinct values, want %d", len(seen), 2*perAllocator)
+	}
+	// Blocks of 1000: 10000 values need at most 12 nextval calls (each
+	// allocator may leave a partial block).
+	var last int64
+	if err := db.Get(&last, `SELECT last_value FROM order_number_seq`); err != nil {
+		t.Fatal(err)
+	}
+	if last > 1000*12 {
+		t.Errorf("sequence at %d: more round trips than one per block of 1000", last)
+	}
+	// A restart (a new allocator) never repeats a value.
+	v, err := postgres.NewOrderNumbers(db).NextOrderSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, dup := seen[v]; dup {
+		t.Errorf("a new allocator repeated %d", v)
+	}
+}
+
+func TestNextOrderSeqHonoursContext(t *testing.T) {
+	t.Parallel()
+	_, db := pgtest.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := postgres.NewOrderNumbers(db).NextOrderSeq(ctx); err == nil {
+		t.Error("NextOrderSeq with a cancelled context: no error")
+	}
+}
