@@ -18,6 +18,9 @@ const (
 	ScenarioPreview = "preview"
 )
 
+// defaultURL is where orderd listens by default (HTTP_ADDR :8080).
+const defaultURL = "http://127.0.0.1:8080"
+
 var scenarios = []string{ScenarioHotSKU, ScenarioCartMix, ScenarioSoldOut, ScenarioPreview}
 
 // Config is one run's settings, from flags and environment.
@@ -159,7 +162,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		fmt.Fprint(stderr, usageText)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.URL, "url", "", "base URL of the service (env FLASHBENCH_URL)")
+	fs.StringVar(&c.URL, "url", "", "base URL of the service (env FLASHBENCH_URL; default "+defaultURL+", orderd's default address)")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 secret the service verifies tokens with (env JWT_SECRET)")
 	fs.Int64Var(&c.Stock, "stock", 0, "S: stock of each SKU (default 10000 for hot-sku, 1000 otherwise)")
 	fs.IntVar(&c.Buyers, "buyers", 0, "N: distinct buyers, one checkout each (default 50000 hot-sku, 10xS sold-out, 10000 cart-mix, 1000 preview users)")
@@ -213,6 +216,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		if !set[e.flag] {
 			*e.dst = getenv(e.env)
 		}
+	}
+	if c.URL == "" && !set["url"] {
+		c.URL = defaultURL
 	}
 	c.applyDefaults(set)
 	return c, c.validate()

@@ -18,7 +18,10 @@ func TestParseConfig(t *testing.T) {
 		env   map[string]string
 		check func(t *testing.T, c Config)
 	}{
-		{"hot-sku defaults of SPEC 7", "hot-sku --url http://x --jwt-secret s", nil, func(t *testing.T, c Config) {
+		{"hot-sku defaults of SPEC 7", "hot-sku --jwt-secret s", nil, func(t *testing.T, c Config) {
+			if c.URL != defaultURL {
+				t.Errorf("url %q, want %q", c.URL, defaultURL)
+			}
 			if c.Stock != 10000 || c.Buyers != 50000 || c.Concurrency != 64 || c.Rate != 0 || c.Wait != "poll" {
 				t.Errorf("S=%d N=%d C=%d rate=%g wait=%s", c.Stock, c.Buyers, c.Concurrency, c.Rate, c.Wait)
 			}
@@ -74,7 +77,7 @@ func TestParseConfigErrors(t *testing.T) {
 	tests := []struct{ name, args, want string }{
 		{"no scenario", "--url http://x --jwt-secret s", "no scenario"},
 		{"unknown scenario", "flood --url http://x --jwt-secret s", "unknown scenario"},
-		{"no url", "hot-sku --jwt-secret s", "--url"},
+		{"empty url", "hot-sku --url= --jwt-secret s", "--url"},
 		{"no secret", "hot-sku --url http://x", "--jwt-secret"},
 		{"bad wait", "hot-sku --url http://x --jwt-secret s --wait carrier-pigeon", "--wait"},
 		{"extra argument", "hot-sku --url http://x --jwt-secret s extra", "unexpected"},

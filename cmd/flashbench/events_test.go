@@ -78,6 +78,7 @@ func (b *eventBus) verify(accepted map[uuid.UUID]order.Status, wait time.Duratio
 }
 
 func TestVerifyEventsOneDecisionPerOrder(t *testing.T) {
+	t.Parallel()
 	b := newEventBus(t)
 	a, c, d := uuid.New(), uuid.New(), uuid.New()
 	accepted := map[uuid.UUID]order.Status{a: order.StatusConfirmed, c: order.StatusRejected, d: order.StatusPaid}
@@ -106,6 +107,7 @@ func TestVerifyEventsOneDecisionPerOrder(t *testing.T) {
 }
 
 func TestVerifyEventsMissingDecision(t *testing.T) {
+	t.Parallel()
 	b := newEventBus(t)
 	a, lost := uuid.New(), uuid.New()
 	b.publish(decision(a, order.StatusConfirmed), "")
@@ -123,6 +125,7 @@ func TestVerifyEventsMissingDecision(t *testing.T) {
 }
 
 func TestVerifyEventsLateDecisionIsAwaited(t *testing.T) {
+	t.Parallel()
 	b := newEventBus(t)
 	a := uuid.New()
 	go func() {
@@ -136,6 +139,7 @@ func TestVerifyEventsLateDecisionIsAwaited(t *testing.T) {
 }
 
 func TestVerifyEventsTwoDecisions(t *testing.T) {
+	t.Parallel()
 	b := newEventBus(t)
 	a, c := uuid.New(), uuid.New()
 	b.publish(decision(a, order.StatusConfirmed), "")

@@ -107,6 +107,7 @@ func wantFailed(t *testing.T, r DBReport, want ...string) {
 }
 
 func TestVerifyDBConsistentSellout(t *testing.T) {
+	t.Parallel()
 	s := newSaleDB(t)
 	sku := s.sku(3, 0, 0, 3)
 	for i := range 3 {
@@ -130,6 +131,7 @@ func TestVerifyDBConsistentSellout(t *testing.T) {
 }
 
 func TestVerifyDBConsistentWithRestockAndPaid(t *testing.T) {
+	t.Parallel()
 	s := newSaleDB(t)
 	a, b := s.sku(5, 2, 4, 3), s.sku(1, 0, 0, 1)
 	s.order("0", "paid", "", a, b)
@@ -142,6 +144,7 @@ func TestVerifyDBConsistentWithRestockAndPaid(t *testing.T) {
 }
 
 func TestVerifyDBOversold(t *testing.T) {
+	t.Parallel()
 	s := newSaleDB(t)
 	sku := s.sku(2, 0, 0, 2)
 	for i := range 3 {
@@ -157,6 +160,7 @@ func TestVerifyDBOversold(t *testing.T) {
 func TestVerifyDBLeakedStock(t *testing.T) {
 	// Three units left the stock but only two orders hold any: a rejected
 	// or cancelled order kept what it had reserved.
+	t.Parallel()
 	s := newSaleDB(t)
 	a, b := s.sku(10, 0, 7, 3), s.sku(10, 0, 10, 0)
 	s.order("0", "confirmed", "", a, b)
@@ -166,6 +170,7 @@ func TestVerifyDBLeakedStock(t *testing.T) {
 }
 
 func TestVerifyDBNegativeStock(t *testing.T) {
+	t.Parallel()
 	s := newSaleDB(t)
 	// The schema forbids it; a store without those guards would not.
 	s.exec(`ALTER TABLE skus DROP CONSTRAINT skus_stock_check, DROP CONSTRAINT skus_check1`)
@@ -177,6 +182,7 @@ func TestVerifyDBNegativeStock(t *testing.T) {
 }
 
 func TestVerifyDBAcceptedNotDecided(t *testing.T) {
+	t.Parallel()
 	s := newSaleDB(t)
 	sku := s.sku(5, 0, 4, 1)
 	s.order("0", "confirmed", "", sku)
@@ -195,6 +201,7 @@ func TestVerifyDBAcceptedNotDecided(t *testing.T) {
 }
 
 func TestVerifyDBDuplicateOrder(t *testing.T) {
+	t.Parallel()
 	s := newSaleDB(t)
 	sku := s.sku(5, 0, 3, 2)
 	s.order("0", "confirmed", "", sku)
@@ -204,6 +211,7 @@ func TestVerifyDBDuplicateOrder(t *testing.T) {
 }
 
 func TestVerifyDBUnseenOrder(t *testing.T) {
+	t.Parallel()
 	s := newSaleDB(t)
 	sku := s.sku(5, 0, 3, 2)
 	s.order("0", "confirmed", "", sku)
@@ -219,6 +227,7 @@ func TestVerifyDBUnseenOrder(t *testing.T) {
 func TestVerifyDBOutOfStockWhileStockRemained(t *testing.T) {
 	// The design's optimistic lock: a buyer gives up after 3 conflicts and
 	// is told out_of_stock though units are left.
+	t.Parallel()
 	s := newSaleDB(t)
 	sku := s.sku(3, 0, 1, 2)
 	s.order("0", "confirmed", "", sku)
@@ -228,6 +237,7 @@ func TestVerifyDBOutOfStockWhileStockRemained(t *testing.T) {
 }
 
 func TestVerifyDBOtherRejectionWhileStockRemained(t *testing.T) {
+	t.Parallel()
 	s := newSaleDB(t)
 	sku := s.sku(3, 0, 1, 2)
 	s.order("0", "confirmed", "", sku)
@@ -237,6 +247,7 @@ func TestVerifyDBOtherRejectionWhileStockRemained(t *testing.T) {
 }
 
 func TestVerifyDBMissingSKU(t *testing.T) {
+	t.Parallel()
 	s := newSaleDB(t)
 	s.sku(1, 0, 1, 0)
 	s.skus = append(s.skus, uuid.New())
