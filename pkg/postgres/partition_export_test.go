@@ -1,0 +1,29 @@
+package postgres
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"github.com/flashsale/orderd/pkg/order"
+)
+
+// Internals of partition.go that the external tests (package postgres_test,
+// which may import pgtest) reach.
+
+// UpdateSKUsGuardedForTest is updateSKUsGuarded.
+var UpdateSKUsGuardedForTest = updateSKUsGuarded
+
+// StoredOrderForTest reads an order as a batch loads it.
+func (db *DB) StoredOrderForTest(ctx context.Context, id uuid.UUID) (*order.Order, error) {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	sts, err := loadOrders(ctx, tx, []uuid.UUID{id}, false)
+	if err != nil || sts[id] == nil {
+		return nil, err
+	}
+	return sts[id].o, nil
+}
