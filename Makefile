@@ -1,0 +1,102 @@
+# orderd: the flash-sale order processor.
+#
+#   make run     start PostgreSQL and Redis if needed (scripts/deps.sh), then
+#                run `orderd serve` with an embedded NATS server on :8080
+#   make test    start PostgreSQL and Redis if needed, then run every test
+#
+# `make help` lists the other targets.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO ?= go
+
+# A development secret, used only when JWT_SECRET is not set in the
+# environment. Never use it anywhere else.
+JWT_SECRET ?= dev-only-secret-change-me-0123456789abcdef
+export JWT_SECRET
+
+# Tool versions known to work with Go 1.26.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOVULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0
+# govulncheck's database. The public one (vuln.go.dev) cannot be reached from
+# every machine, so lint builds a local copy from the golang.org/x/vulndb
+# module, which the Go module proxy serves: it is as fresh as this version.
+# Bump it to refresh; set GOVULNDB=https://vuln.go.dev to use the live one.
+VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
+VULNDB_DIR := data/vulndb
+GOVULNDB ?= file://$(CURDIR)/$(VULNDB_DIR)
+
+# make token SUB=alice ADMIN=1 TTL=1h
+SUB ?= u1
+ADMIN ?=
+TTL ?= 24h
+
+# make fuzz FUZZTIME=30s
+FUZZTIME ?= 10s
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+.PHONY: deps
+deps: ## install (as root) and start PostgreSQL and Redis where they are not running
+	bash scripts/deps.sh
+
+.PHONY: run
+run: deps ## run orderd serve (ingress + workers + embedded NATS) on :8080 with a dev JWT secret
+	@echo "orderd: JWT_SECRET=$(JWT_SECRET) (development only)"
+	@echo "orderd: mint a token in another shell:  make token SUB=u1   (admin: make token SUB=admin ADMIN=1)"
+	@echo "orderd: then:  curl -H \"Authorization: Bearer \$$TOKEN\" localhost:8080/v1/skus    (Ctrl-C stops it gracefully)"
+	$(GO) run ./cmd/orderd serve
+
+.PHONY: test
+test: deps ## run every test, with the race detector, against the local PostgreSQL and Redis
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+.PHONY: lint
+lint: $(VULNDB_DIR)/.version ## gofmt, go vet, staticcheck, govulncheck
+	@unformatted=$$(gofmt -l $$($(GO) list -f '{{.Dir}}' ./...)); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(GOVULNCHECK) -db $(GOVULNDB) ./...
+
+# The local vulnerability database, rebuilt when VULNDB_VERSION changes.
+$(VULNDB_DIR)/.version: Makefile
+	@echo "lint: building the vulnerability database $(VULNDB_VERSION) in $(VULNDB_DIR)"
+	rm -rf $(VULNDB_DIR)
+	src=$$($(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	$(GO) run golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION) -vulns "$$src/data/osv" -out $(VULNDB_DIR)
+	echo $(VULNDB_VERSION) > $@
+
+.PHONY: migrate
+migrate: deps ## apply the database migrations (orderd migrate up)
+	$(GO) run ./cmd/orderd migrate up
+
+.PHONY: build
+build: ## build bin/orderd (and bin/flashbench)
+	$(GO) build -trimpath -o bin/orderd ./cmd/orderd
+	@if [ -d cmd/flashbench ]; then echo "$(GO) build -trimpath -o bin/flashbench ./cmd/flashbench"; $(GO) build -trimpath -o bin/flashbench ./cmd/flashbench; fi
+
+.PHONY: token
+token: ## print a JWT signed with JWT_SECRET: make token SUB=u1 [ADMIN=1] [TTL=24h]
+	@$(GO) run ./cmd/orderd token --sub "$(SUB)" --ttl "$(TTL)" $(if $(ADMIN),--admin)
+
+.PHONY: fuzz
+fuzz: deps ## run every Fuzz* test for FUZZTIME (default 10s) each
+	@found=0; \
+	for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' "$$pkg"); \
+	  for fn in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]*' "$$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do \
+	    found=$$((found+1)); \
+	    echo "fuzz: $$pkg $$fn ($(FUZZTIME))"; \
+	    $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) "$$pkg"; \
+	  done; \
+	done; \
+	echo "fuzz: $$found fuzz tests run"
+
+.PHONY: clean
+clean: ## remove bin/ and the embedded NATS store (data/)
+	rm -rf bin data
