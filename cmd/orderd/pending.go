@@ -1,15 +1,11 @@
+//go:build !worker_landed
+
 package main
 
 // This file isolates the wiring of services/worker, which a colleague is
 // still landing, so that the rest of orderd compiles and runs without it.
-// When it lands, wireWorkers becomes:
-//
-//	w, err := worker.New(worker.Config{Name: cfg.WorkerName, Partitions: cfg.Partitions,
-//		BatchSize: cfg.BatchSize, PinnedTTL: cfg.PinTTL, AckWait: cfg.AckWait,
-//		MaxDeliver: cfg.MaxDeliver, PaymentHold: cfg.PaymentHold,
-//		ReservationTimeout: cfg.ReservationTimeout},
-//		worker.Deps{Log: log, DB: db, NC: nc, JS: js, Redis: rs, Registry: reg})
-//	return w.Run, err
+// The real wiring is workers.go (build tag worker_landed); when
+// services/worker compiles, delete this file and that tag.
 
 import (
 	"context"
