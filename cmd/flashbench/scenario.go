@@ -83,6 +83,10 @@ func newRunner(cfg Config, api *client) *runner {
 // userPrefix starts the user id of every buyer of the run.
 func (r *runner) userPrefix() string { return "fb-" + r.runID + "-" }
 
+// checkoutBudget bounds how long one buyer keeps trying to check out
+// (--timeout when longer).
+const checkoutBudget = 2 * time.Minute
+
 // tokenTTL outlives any run.
 const tokenTTL = 24 * time.Hour
 
@@ -251,9 +255,9 @@ func (r *runner) checkoutOnce(ctx context.Context, i int, due time.Time) bool {
 	} else {
 		body.Items = b.lines
 	}
-	// Retries (429, 503, in flight) go on with the same key until the
-	// order's decision would be lost anyway.
-	ctx, cancel := context.WithDeadline(ctx, due.Add(r.cfg.Timeout))
+	// Retries (429, 503, in flight, transport errors) go on with the same
+	// key for a while: a buyer that waited this long has left.
+	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.Timeout, checkoutBudget))
 	defer cancel()
 	acc, _, err := r.api.checkout(ctx, b.token, "fb-"+r.runID+"-order-"+fmt.Sprint(i), body)
 	if err != nil {
