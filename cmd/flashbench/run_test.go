@@ -114,7 +114,7 @@ func TestRunPreview(t *testing.T) {
 	if m["preview_p99_ms"] == nil || m["preview_per_s"] == nil {
 		t.Errorf("no preview latency or rate: %v", m)
 	}
-	wantNums(t, m, map[string]float64{"errors": 0})
+	wantNums(t, m, map[string]float64{"errors": 0, "accepted": 0, "lost": 0})
 }
 
 func TestRunDetectsOversell(t *testing.T) {

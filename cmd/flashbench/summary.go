@@ -89,9 +89,10 @@ func summarize(r *runner) *Summary {
 	if cfg.Scenario == ScenarioCartMix {
 		s.M = len(r.skus)
 	}
-	if cfg.Scenario != ScenarioPreview {
-		s.Wait = cfg.Wait
+	if cfg.Scenario == ScenarioPreview {
+		return summarizePreview(r, s)
 	}
+	s.Wait = cfg.Wait
 
 	var acc, dec latencies
 	var lastAccept, lastDecide, lastConfirm time.Time
@@ -124,13 +125,6 @@ func summarize(r *runner) *Summary {
 		}
 	}
 	p50, p90, p99, pmax := acc.Quantiles()
-	if cfg.Scenario == ScenarioPreview {
-		s.Previews = s.Accepted
-		s.Accepted = 0
-		s.PreviewPS = round2(rate(s.Previews, r.loadEnd.Sub(r.start)))
-		s.PreviewP50, s.PreviewP99 = round2(p50), round2(p99)
-		return s
-	}
 	s.AcceptP50, s.AcceptP90, s.AcceptP99, s.AcceptMax = round2(p50), round2(p90), round2(p99), round2(pmax)
 	p50, p90, p99, pmax = dec.Quantiles()
 	s.DecideP50, s.DecideP90, s.DecideP99, s.DecideMax = round2(p50), round2(p90), round2(p99), round2(pmax)
@@ -173,6 +167,26 @@ func summarize(r *runner) *Summary {
 		left := r.stock[n-1].Left
 		s.StockLeft = &left
 	}
+	return s
+}
+
+// summarizePreview fills the preview's extras: previews answered 200,
+// their rate over the load and their latency.
+func summarizePreview(r *runner, s *Summary) *Summary {
+	var lat latencies
+	for i := range r.outs {
+		o := &r.outs[i]
+		s.Responses[responseKey(o)]++
+		if o.AcceptedAt.IsZero() {
+			s.Errors++
+			continue
+		}
+		s.Previews++
+		lat = append(lat, ms(o.AcceptedAt.Sub(o.Due)))
+	}
+	p50, _, p99, _ := lat.Quantiles()
+	s.PreviewPS = round2(rate(s.Previews, r.loadEnd.Sub(r.start)))
+	s.PreviewP50, s.PreviewP99 = round2(p50), round2(p99)
 	return s
 }
 
