@@ -94,12 +94,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	bar.finish()
 
 	s := summarize(r)
-	if cfg.Scenario != ScenarioPreview {
+	switch {
+	case ctx.Err() != nil:
+		s.addChecks(fail(CheckCompleted, "interrupted: the guarantees were not verified"))
+	case cfg.Scenario != ScenarioPreview:
 		verify(ctx, cfg, r, s, since, logf)
 	}
 
 	if cfg.Report != "" {
-		if err := writeReport(cfg.Report, s, buildTimeline(r.start, r.outs, r.stock)); err != nil {
+		if err := writeReport(cfg.Report, s, buildTimeline(r.start, r.end.Sub(r.start), r.outs, r.stock)); err != nil {
 			fmt.Fprintf(stderr, "flashbench: %v\n", err)
 		} else {
 			logf("report written to %s", cfg.Report)

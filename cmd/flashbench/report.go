@@ -138,17 +138,16 @@ func summaryRows(s *Summary) []reportRow {
 }
 
 func charts(scenario string, tl Timeline) []template.HTML {
-	n := len(tl.Seconds)
-	xs := make([]float64, n)
-	col := func(f func(Second) float64) []float64 {
-		out := make([]float64, n)
+	// perSecond is a rate series: one point per second, the last, partial
+	// second scaled to a full one.
+	perSecond := func(name, color string, count func(Second) int) series {
+		s := series{Name: name, Color: color}
 		for i, sec := range tl.Seconds {
-			out[i] = f(sec)
+			if v, ok := tl.PerSecond(i, count(sec)); ok {
+				s.X, s.Y = append(s.X, float64(i)), append(s.Y, v)
+			}
 		}
-		return out
-	}
-	for i := range xs {
-		xs[i] = float64(i)
+		return s
 	}
 	// Latency percentiles only for seconds in which something completed.
 	lat := func(name, color string, count func(Second) int, q func(Second) float64) series {
@@ -166,7 +165,7 @@ func charts(scenario string, tl Timeline) []template.HTML {
 	if scenario == ScenarioPreview {
 		return []template.HTML{
 			lineChart{Title: "Previews answered per second", XLabel: "seconds since start", YLabel: "per second", Series: []series{
-				{Name: "previews/s", Color: colorBlue, X: xs, Y: col(func(s Second) float64 { return float64(s.Accepted) })},
+				perSecond("previews/s", colorBlue, acc),
 			}}.SVG(),
 			lineChart{Title: "Preview latency percentiles", XLabel: "seconds since start", YLabel: "ms", Series: []series{
 				lat("p50", colorGreen, acc, func(s Second) float64 { return s.AcceptQ[0] }),
@@ -181,8 +180,8 @@ func charts(scenario string, tl Timeline) []template.HTML {
 	}
 	return []template.HTML{
 		lineChart{Title: "Orders accepted and decided per second", XLabel: "seconds since start", YLabel: "orders per second", Series: []series{
-			{Name: "accepted/s", Color: colorBlue, X: xs, Y: col(func(s Second) float64 { return float64(s.Accepted) })},
-			{Name: "decided/s", Color: colorOrange, X: xs, Y: col(func(s Second) float64 { return float64(s.Decided) })},
+			perSecond("accepted/s", colorBlue, acc),
+			perSecond("decided/s", colorOrange, dec),
 		}}.SVG(),
 		lineChart{Title: "Accept latency (send to 202) by second answered", XLabel: "seconds since start", YLabel: "ms", Series: []series{
 			lat("p50", colorGreen, acc, func(s Second) float64 { return s.AcceptQ[0] }),

@@ -18,7 +18,7 @@ func TestReportRenders(t *testing.T) {
 			s := summarize(r)
 			s.addChecks(fail(CheckStockConservation, "SKU x: <3 & 4>"))
 			var buf bytes.Buffer
-			if err := renderReport(&buf, s, buildTimeline(r.start, r.outs, r.stock), time.Now()); err != nil {
+			if err := renderReport(&buf, s, buildTimeline(r.start, r.end.Sub(r.start), r.outs, r.stock), time.Now()); err != nil {
 				t.Fatal(err)
 			}
 			page := buf.String()

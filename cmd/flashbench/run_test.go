@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const testSecret = "flashbench-test-secret"
@@ -153,5 +154,26 @@ func TestRunSetupFailure(t *testing.T) {
 		func(string) string { return "" }, &stdout, &stderr, false)
 	if code != exitUsage || !strings.Contains(stderr.String(), "401") {
 		t.Errorf("exit %d, stderr %q; want 2 and the 401", code, stderr.String())
+	}
+}
+
+func TestRunInterrupted(t *testing.T) {
+	f, srv := newFakeAPI(t, testSecret)
+	f.neverEach = 1 // nothing is ever decided
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var stdout, stderr strings.Builder
+	start := time.Now()
+	code := run(ctx, []string{"hot-sku", "--url", srv.URL, "--jwt-secret", testSecret, "--buyers", "20", "--stock", "5", "--timeout", "1m", "--json-only"},
+		func(string) string { return "" }, &stdout, &stderr, false)
+	if code != exitFailed || time.Since(start) > 10*time.Second {
+		t.Fatalf("exit %d after %s, want 1 soon after the interrupt\n%s", code, time.Since(start), stderr.String())
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(stdout.String()), &m); err != nil {
+		t.Fatal(err)
+	}
+	if c := checksOf(m); !strings.HasPrefix(c[CheckCompleted], "FAILED") {
+		t.Errorf("checks %v", c)
 	}
 }

@@ -60,11 +60,26 @@ type StockSample struct {
 type Timeline struct {
 	Seconds []Second
 	Stock   []StockSample
+	Span    time.Duration // from the start to the end of the run: the last second may be partial
+}
+
+// PerSecond returns the rate of second k given its count: the count itself
+// for a full second, scaled up for the last, partial one. It reports false
+// for a last second too short to say anything.
+func (t Timeline) PerSecond(k, count int) (float64, bool) {
+	covered := t.Span.Seconds() - float64(k)
+	switch {
+	case t.Span == 0 || covered >= 1:
+		return float64(count), true
+	case covered < 0.25:
+		return 0, false
+	}
+	return float64(count) / covered, true
 }
 
 // buildTimeline buckets the outcomes by the second, since start, in which
-// they were accepted and decided.
-func buildTimeline(start time.Time, outs []outcome, stock []StockSample) Timeline {
+// they were accepted and decided; the run lasted span.
+func buildTimeline(start time.Time, span time.Duration, outs []outcome, stock []StockSample) Timeline {
 	var acc, dec []latencies
 	bucket := func(b *[]latencies, at time.Time, v float64) {
 		k := int(at.Sub(start) / time.Second)
@@ -86,7 +101,7 @@ func buildTimeline(start time.Time, outs []outcome, stock []StockSample) Timelin
 		}
 	}
 	n := max(len(acc), len(dec))
-	t := Timeline{Seconds: make([]Second, n), Stock: stock}
+	t := Timeline{Seconds: make([]Second, n), Stock: stock, Span: span}
 	for k := range n {
 		s := &t.Seconds[k]
 		if k < len(acc) {

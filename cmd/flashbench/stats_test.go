@@ -53,7 +53,7 @@ func TestBuildTimeline(t *testing.T) {
 		{Due: at(1100 * time.Millisecond)}, // failed
 		{Due: at(2000 * time.Millisecond), AcceptedAt: at(2900 * time.Millisecond), DecidedAt: at(3100 * time.Millisecond)},
 	}
-	tl := buildTimeline(start, outs, nil)
+	tl := buildTimeline(start, 3500*time.Millisecond, outs, nil)
 	if len(tl.Seconds) != 4 {
 		t.Fatalf("%d seconds, want 4", len(tl.Seconds))
 	}
@@ -69,5 +69,26 @@ func TestBuildTimeline(t *testing.T) {
 	}
 	if got := tl.Seconds[1].DecideQ; got != [3]float64{1100, 1500, 1500} {
 		t.Errorf("second 1 decide quantiles %v, want [1100 1500 1500]", got)
+	}
+}
+
+func TestPerSecondScalesThePartialLastSecond(t *testing.T) {
+	tl := Timeline{Span: 2500 * time.Millisecond}
+	tests := []struct {
+		k, count int
+		want     float64
+		ok       bool
+	}{
+		{0, 100, 100, true},
+		{1, 100, 100, true},
+		{2, 50, 100, true}, // half a second
+	}
+	for _, tt := range tests {
+		if got, ok := tl.PerSecond(tt.k, tt.count); got != tt.want || ok != tt.ok {
+			t.Errorf("PerSecond(%d, %d) = %g, %v; want %g, %v", tt.k, tt.count, got, ok, tt.want, tt.ok)
+		}
+	}
+	if _, ok := (Timeline{Span: 2100 * time.Millisecond}).PerSecond(2, 3); ok {
+		t.Error("a last second of 100ms is plotted")
 	}
 }

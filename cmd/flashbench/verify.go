@@ -24,6 +24,7 @@ const (
 	CheckFairSellout       = "fair_sellout"                         // single-SKU runs: exactly min(S, orders) confirmed
 	CheckOneDecisionEvent  = "one_decision_event_per_order"         // ORDER_EVENTS: exactly one decision per accepted order
 	CheckDecisionMatches   = "decision_events_match_status"         // ORDER_EVENTS: the decision event agrees with the status seen
+	CheckCompleted         = "run_completed"                        // the run was not interrupted
 	CheckDatabase          = "database"                             // the database checks could run
 	CheckEventStream       = "event_stream"                         // the ORDER_EVENTS checks could run
 )
