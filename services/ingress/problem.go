@@ -98,10 +98,19 @@ func (e *retryAfter) Unwrap() error { return e.err }
 func withRetryAfter(err error, seconds int) error { return &retryAfter{err, seconds} }
 
 // writeJSON answers v as JSON with status.
+// The value is encoded before anything is written, so that a value that
+// cannot be encoded is a 500 rather than an empty success.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	data, err := json.Marshal(v)
+	if err != nil {
+		slog.Error("encode response", "err", err)
+		status, data = http.StatusInternalServerError, []byte(`{"type":"/problems/internal","title":"Internal error","status":500}`)
+		w.Header().Set("Content-Type", "application/problem+json")
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+	}
 	w.WriteHeader(status)
-	if err := json.NewEncoder(w).Encode(v); err != nil {
+	if _, err := w.Write(append(data, '\n')); err != nil {
 		slog.Debug("write response", "err", err)
 	}
 }
