@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/google/uuid"
@@ -305,9 +304,4 @@ func uuidStrings(ids []uuid.UUID) []string {
 		out[i] = id.String()
 	}
 	return out
-}
-
-// sortChecks orders checks by name, for a stable report.
-func sortChecks(cs []Check) {
-	sort.SliceStable(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
 }
