@@ -66,6 +66,10 @@ type Config struct {
 	TokenSub   string
 	TokenAdmin bool
 	TokenTTL   time.Duration
+
+	// probe subcommand
+	ProbeURL     string
+	ProbeTimeout time.Duration
 }
 
 // Role is what a subcommand runs; it selects the options it takes and what
@@ -79,11 +83,12 @@ const (
 	RoleWorker  Role = "worker"
 	RoleMigrate Role = "migrate"
 	RoleToken   Role = "token"
+	RoleProbe   Role = "probe"
 )
 
 // Groups of roles that share options.
 var (
-	allRoles     = []Role{RoleServe, RoleAPI, RoleWorker, RoleMigrate, RoleToken}
+	allRoles     = []Role{RoleServe, RoleAPI, RoleWorker, RoleMigrate, RoleToken, RoleProbe}
 	serviceRoles = []Role{RoleServe, RoleAPI, RoleWorker}
 	dbRoles      = []Role{RoleServe, RoleAPI, RoleWorker, RoleMigrate}
 	httpRoles    = []Role{RoleServe, RoleAPI}
@@ -195,6 +200,13 @@ var options = []option{
 	{flag: "ttl", def: "24h",
 		usage: "how long the token is valid", roles: []Role{RoleToken},
 		bind: func(c *Config) flag.Value { return (*durationValue)(&c.TokenTTL) }},
+
+	{flag: "url", def: "http://127.0.0.1:8080/readyz",
+		usage: "the URL to GET", roles: []Role{RoleProbe},
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.ProbeURL) }},
+	{flag: "timeout", def: "3s",
+		usage: "how long to wait for the answer", roles: []Role{RoleProbe},
+		bind: func(c *Config) flag.Value { return (*durationValue)(&c.ProbeTimeout) }},
 }
 
 // roleOptions returns the options role takes.
@@ -389,6 +401,14 @@ func (c *Config) Validate(role Role) error {
 		}
 		if c.TokenTTL <= 0 {
 			bad("--ttl must be positive")
+		}
+	}
+	if role == RoleProbe {
+		if u, err := url.Parse(c.ProbeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("--url must be an http:// or https:// URL")
+		}
+		if c.ProbeTimeout <= 0 {
+			bad("--timeout must be positive")
 		}
 	}
 	if len(errs) > 0 {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -342,5 +344,27 @@ func TestToken(t *testing.T) {
 	}
 	if _, err := auth.NewVerifier([]byte("another-" + testSecret)).Verify(strings.TrimSpace(out.String())); err == nil {
 		t.Error("a token verified with another secret")
+	}
+}
+
+func TestProbe(t *testing.T) {
+	clearEnv(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			w.Write([]byte(`{"ready":true}`))
+			return
+		}
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"probe", "--url", srv.URL + "/readyz"}, &out, io.Discard); err != nil {
+		t.Errorf("probe of a ready server: %v", err)
+	}
+	if err := run(context.Background(), []string{"probe", "--url", srv.URL + "/down"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("probe of a 503 = %v, want an error naming 503", err)
+	}
+	if err := run(context.Background(), []string{"probe", "--url", "ftp://x"}, io.Discard, io.Discard); !errors.As(err, new(usageError)) {
+		t.Errorf("probe of ftp:// = %v, want a usage error", err)
 	}
 }

@@ -8,6 +8,7 @@
 //	orderd worker    workers + relay only
 //	orderd migrate   up | down | status
 //	orderd token     --sub USER [--admin] [--ttl 24h]: mint a development JWT
+//	orderd probe     [--url URL]: exit 0 if URL answers 2xx (container healthcheck)
 //
 // Every option is a flag and an environment variable; `orderd CMD --help`
 // lists them with their defaults.
@@ -51,6 +52,7 @@ var commands = []command{
 	{RoleWorker, "usage: orderd worker [options]\n\nRuns the partition workers and the outbox relay only, against the NATS server at NATS_URL.", serveRole(RoleWorker)},
 	{RoleMigrate, "usage: orderd migrate [options] up|down|status\n\nApplies (up), rolls back one (down) or lists (status) the database migrations.", runMigrate},
 	{RoleToken, "usage: orderd token [options] --sub USER\n\nPrints a development JWT for USER, signed with JWT_SECRET.", runToken},
+	{RoleProbe, "usage: orderd probe [options]\n\nGETs --url and exits 0 if it answers 2xx: a container healthcheck.", runProbe},
 }
 
 // serveRole returns the run function of a long-running role.
@@ -73,6 +75,7 @@ Commands:
   worker    partition workers + outbox relay only
   migrate   up | down | status: the database migrations
   token     --sub USER [--admin] [--ttl 24h]: print a development JWT
+  probe     [--url http://127.0.0.1:8080/readyz]: exit 0 if the URL answers 2xx
   help      this text; "orderd help CMD" or "orderd CMD --help" lists CMD's options
 
 Every option is a flag and an environment variable (the flag wins).
