@@ -3,6 +3,9 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync"
+	"weak"
 )
 
 // OrderNumbers hands out values of the order number sequence with the hi/lo
@@ -29,6 +32,10 @@ func NewOrderNumbers(db *DB) *OrderNumbers {
 // up, and returns EUNAVAILABLE if the database is unreachable then, or
 // ctx's error if ctx ends while it waits.
 func (n *OrderNumbers) NextOrderSeq(ctx context.Context) (int64, error) {
+	return n.allocate(ctx, n.db)
+}
+
+func (n *OrderNumbers) allocate(ctx context.Context, db *DB) (int64, error) {
 	select {
 	case n.lock <- struct{}{}:
 	case <-ctx.Done():
@@ -39,7 +46,7 @@ func (n *OrderNumbers) NextOrderSeq(ctx context.Context) (int64, error) {
 		var start, size int64
 		// The block size is the sequence's own increment, so the blocks of
 		// every process tile the number line even if the migration changes.
-		err := n.db.QueryRowContext(ctx, `
+		err := db.QueryRowContext(ctx, `
 			SELECT nextval('order_number_seq'),
 			       (SELECT increment_by FROM pg_sequences
 			        WHERE schemaname = current_schema() AND sequencename = 'order_number_seq')`).Scan(&start, &size)
@@ -54,4 +61,25 @@ func (n *OrderNumbers) NextOrderSeq(ctx context.Context) (int64, error) {
 	v := n.next
 	n.next++
 	return v, nil
+}
+
+// allocators holds the OrderNumbers of each pool that NextOrderSeq was
+// called on, without keeping the pool alive.
+// Its allocators hold no pool (db is nil): the pool is passed in.
+var allocators sync.Map // weak.Pointer[DB] -> *OrderNumbers
+
+// NextOrderSeq hands out order number sequence values from one OrderNumbers
+// allocator per pool, created on first use: the ingress's NumberSource when
+// it is wired with the *DB itself. See OrderNumbers.NextOrderSeq.
+func (db *DB) NextOrderSeq(ctx context.Context) (int64, error) {
+	key := weak.Make(db)
+	n, ok := allocators.Load(key)
+	if !ok {
+		var loaded bool
+		n, loaded = allocators.LoadOrStore(key, NewOrderNumbers(nil))
+		if !loaded {
+			runtime.AddCleanup(db, func(k weak.Pointer[DB]) { allocators.Delete(k) }, key)
+		}
+	}
+	return n.(*OrderNumbers).allocate(ctx, db)
 }

@@ -277,3 +277,28 @@ func TestNextOrderSeqHonoursContext(t *testing.T) {
 		t.Error("NextOrderSeq with a cancelled context: no error")
 	}
 }
+
+func TestDBNextOrderSeq(t *testing.T) {
+	t.Parallel()
+	_, db := pgtest.New(t)
+	ctx := context.Background()
+	// The *DB itself is a NumberSource: one block serves many calls.
+	seen := map[int64]bool{}
+	for range 1500 {
+		v, err := db.NextOrderSeq(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[v] {
+			t.Fatalf("value %d twice", v)
+		}
+		seen[v] = true
+	}
+	var last int64
+	if err := db.Get(&last, `SELECT last_value FROM order_number_seq`); err != nil {
+		t.Fatal(err)
+	}
+	if last != 2000 {
+		t.Errorf("sequence at %d after 1500 values, want 2000 (two blocks)", last)
+	}
+}

@@ -21,7 +21,6 @@ import (
 	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/natsbus/natstest"
 	"github.com/flashsale/orderd/pkg/order"
-	"github.com/flashsale/orderd/pkg/postgres"
 )
 
 func init() {
@@ -71,7 +70,7 @@ func newOrderEnv(t *testing.T, opts ...envOption) *orderEnv {
 	wire := func(te *testEnv, cfg *Config, d *Deps) {
 		cfg.PublishTimeout = time.Second
 		d.Orders = te.DB
-		d.Numbers = postgres.NewOrderNumbers(te.DB)
+		d.Numbers = te.DB
 		d.Publisher = natsbus.NewPublisher(js)
 		d.Waiter = hub
 	}

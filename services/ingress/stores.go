@@ -105,7 +105,7 @@ type Publisher interface {
 }
 
 // NumberSource hands out order number sequence values, unique across every
-// ingress process and restart (pkg/postgres OrderNumbers).
+// ingress process and restart (pkg/postgres: *DB, or an OrderNumbers).
 type NumberSource interface {
 	NextOrderSeq(ctx context.Context) (int64, error)
 }
