@@ -134,7 +134,7 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			Carts:     rs,
 			Orders:    db,
 			Status:    rs,
-			Numbers:   postgres.NewOrderNumbers(db),
+			Numbers:   db,
 			Waiter:    hub,
 			Ready: []ingress.Checker{
 				{Name: "postgres", Ping: db.Ping},
