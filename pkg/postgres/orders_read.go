@@ -100,12 +100,17 @@ func (db *DB) Order(ctx context.Context, id uuid.UUID) (*order.Order, error) {
 }
 
 // OrderByIdempotencyKey returns userID's order placed with the
-// Idempotency-Key key, with its lines, and the hash of the request that
-// placed it ("" if none was recorded). It returns an ENOTFOUND error if
+// Idempotency-Key key (the row that records the key, or else the row whose
+// id is order.IdempotentID(userID, key)), with its lines, and the hash of
+// the request that placed it ("" if none was recorded). It returns an ENOTFOUND error if
 // there is none, and EUNAVAILABLE if the database is unreachable.
 func (db *DB) OrderByIdempotencyKey(ctx context.Context, userID, key string) (*order.Order, string, error) {
 	var r orderRow
-	err := db.GetContext(ctx, &r, `SELECT `+orderColumns+` FROM orders WHERE user_id = $1 AND idempotency_key = $2`, userID, key)
+	// The order id derives from (user, key): finding it by id as well keeps
+	// a replay right even for a row written without its key.
+	err := db.GetContext(ctx, &r, `SELECT `+orderColumns+` FROM orders
+		WHERE user_id = $1 AND (idempotency_key = $2 OR id = $3)
+		ORDER BY (idempotency_key = $2) DESC NULLS LAST LIMIT 1`, userID, key, order.IdempotentID(userID, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, "", order.Errorf(order.ENOTFOUND, "no order with this idempotency key")
 	}

@@ -302,3 +302,17 @@ func TestDBNextOrderSeq(t *testing.T) {
 		t.Errorf("sequence at %d after 1500 values, want 2000 (two blocks)", last)
 	}
 }
+
+func TestOrderByIdempotencyKeyWithoutStoredKey(t *testing.T) {
+	t.Parallel()
+	_, db := pgtest.New(t)
+	f := newOrderFixture(t, db)
+	want := f.insertOrder(t, "u1", time.Now(), order.StatusConfirmed, "key-1", "hash-1")
+	if _, err := db.Exec(`UPDATE orders SET idempotency_key = NULL, request_hash = NULL WHERE id = $1`, want.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, hash, err := db.OrderByIdempotencyKey(context.Background(), "u1", "key-1")
+	if err != nil || got.ID != want.ID || hash != "" {
+		t.Errorf("got %v %q %v, want the order found by its derived id, without a hash", got, hash, err)
+	}
+}
