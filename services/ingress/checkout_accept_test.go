@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
+	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/order"
 )
 
@@ -260,4 +261,63 @@ func TestCheckoutJetStreamDown(t *testing.T) {
 			t.Error("the idempotency lock is still held")
 		}
 	})
+}
+
+// stopJetStream is a Publisher that shuts the NATS server down as the
+// command is being published: JetStream goes away mid-request.
+type stopJetStream struct {
+	next Publisher
+	stop func()
+}
+
+func (p *stopJetStream) Publish(ctx context.Context, cmd order.Command) error {
+	p.stop()
+	return p.next.Publish(ctx, cmd)
+}
+
+func TestCheckoutJetStreamStopsMidRequest(t *testing.T) {
+	t.Parallel()
+	e := newOrderEnv(t, func(e *orderEnv, _ *Config, d *Deps) {
+		d.Publisher = &stopJetStream{next: d.Publisher, stop: func() { e.NATS.Shutdown(); e.NATS.WaitForShutdown() }}
+	})
+	b := e.newBuyer(t)
+	sku := e.createSKU(t, newSKU("Sneaker", 100, 10))
+	before := e.snapshot(t)
+	resp, data := e.checkout(t, b, directBody(b, order.LineRequest{SKUID: sku.ID, Quantity: 1}), "")
+	wantProblem(t, resp, data, http.StatusServiceUnavailable)
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	// The pending order was cached before the publish and is gone again.
+	e.assertUnchanged(t, before)
+}
+
+func TestCheckoutWithBatchPublisher(t *testing.T) {
+	t.Parallel()
+	e := newOrderEnv(t, func(e *orderEnv, cfg *Config, d *Deps) {
+		// The publisher orderd uses with PUBLISH_BATCH: a lone command keeps
+		// its id as the Nats-Msg-Id.
+		bp := natsbus.NewBatchPublisher(e.JS, natsbus.BatchConfig{Partitions: cfg.Partitions, Timeout: time.Second})
+		t.Cleanup(bp.Close)
+		d.Publisher = bp
+	})
+	b := e.newBuyer(t)
+	sku := e.createSKU(t, newSKU("Sneaker", 100, 10))
+	body := directBody(b, order.LineRequest{SKUID: sku.ID, Quantity: 1})
+	a := e.mustCheckout(t, b, body, "batch-key")
+	rec, err := e.Redis.Idempotency(context.Background(), a.OrderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Published = false // as if the ingress died before it marked it
+	if err := e.Redis.PutIdempotency(context.Background(), a.OrderID, rec); err != nil {
+		t.Fatal(err)
+	}
+	if again := e.mustCheckout(t, b, body, "batch-key"); again != a {
+		t.Errorf("retry %+v, want %+v", again, a)
+	}
+	cmds := e.commands(t)
+	if len(cmds) != 1 || cmds[0].ID != a.OrderID {
+		t.Errorf("commands %+v: want the one checkout", cmds)
+	}
 }

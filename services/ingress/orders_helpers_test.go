@@ -41,9 +41,13 @@ type orderEnv struct {
 	Hub  *natsbus.Hub
 }
 
+// orderOption changes an orderEnv's server configuration or dependencies
+// before the server is built; the env's NATS fields are set by then.
+type orderOption func(e *orderEnv, cfg *Config, d *Deps)
+
 // newOrderEnv starts an orderEnv. Its publish timeout is one second, so
 // that a test of JetStream being down is quick.
-func newOrderEnv(t *testing.T, opts ...envOption) *orderEnv {
+func newOrderEnv(t *testing.T, opts ...orderOption) *orderEnv {
 	t.Helper()
 	ns := natstest.Start(t)
 	connect := func(name string) *nats.Conn {
@@ -74,7 +78,11 @@ func newOrderEnv(t *testing.T, opts ...envOption) *orderEnv {
 		d.Publisher = natsbus.NewPublisher(js)
 		d.Waiter = hub
 	}
-	e.testEnv = newTestEnv(t, append([]envOption{wire}, opts...)...)
+	envOpts := []envOption{wire}
+	for _, o := range opts {
+		envOpts = append(envOpts, func(_ *testEnv, cfg *Config, d *Deps) { o(e, cfg, d) })
+	}
+	e.testEnv = newTestEnv(t, envOpts...)
 	// Registered after the HTTP server's cleanup, so it runs before it:
 	// streams end before the server waits for them.
 	t.Cleanup(hub.Close)
