@@ -43,6 +43,7 @@ type Config struct {
 	StreamReplicas   int
 
 	HTTPAddr             string
+	MetricsAddr          string
 	JWTSecret            string
 	PaymentWebhookSecret string
 	ShippingFee          int64
@@ -140,6 +141,9 @@ var options = []option{
 	{flag: "http-addr", env: "HTTP_ADDR", def: ":8080",
 		usage: "HTTP listen address", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.HTTPAddr) }},
+	{flag: "metrics-addr", env: "METRICS_ADDR", def: ":9090",
+		usage: "listen address of a worker process's /metrics, /healthz and /readyz (empty: none); serve and api expose them on HTTP_ADDR", roles: []Role{RoleWorker},
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.MetricsAddr) }},
 	{flag: "jwt-secret", env: "JWT_SECRET", def: "", secret: true,
 		usage: fmt.Sprintf("HS256 secret of the bearer tokens (required, at least %d bytes)", MinSecretLen), roles: []Role{RoleServe, RoleAPI, RoleToken},
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.JWTSecret) }},
@@ -152,8 +156,8 @@ var options = []option{
 	{flag: "publish-timeout", env: "PUBLISH_TIMEOUT", def: "3s",
 		usage: "how long a checkout waits for JetStream's ack before answering 503", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*durationValue)(&c.PublishTimeout) }},
-	{flag: "publish-batch", env: "PUBLISH_BATCH", def: "false",
-		usage: "group commit: under load, pack concurrent checkouts of one partition into one JetStream message (one fsync for many orders)", roles: httpRoles,
+	{flag: "publish-batch", env: "PUBLISH_BATCH", def: "true",
+		usage: "group commit: under load, pack concurrent checkouts of one partition into one JetStream message, one fsync for many orders (false: one message per checkout)", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*boolValue)(&c.PublishBatch) }},
 
 	{flag: "partitions", env: "PARTITIONS", def: "16",
@@ -349,6 +353,11 @@ func (c *Config) Validate(role Role) error {
 	if uses("http-addr") {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			bad("HTTP_ADDR %q is not [host]:port", c.HTTPAddr)
+		}
+	}
+	if uses("metrics-addr") && c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("METRICS_ADDR %q is not [host]:port", c.MetricsAddr)
 		}
 	}
 	if uses("jwt-secret") {

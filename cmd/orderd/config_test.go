@@ -52,6 +52,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		HTTPAddr:           ":8080",
 		ShippingFee:        1000,
 		PublishTimeout:     3 * time.Second,
+		PublishBatch:       true,
 		Partitions:         16,
 		PaymentHold:        15 * time.Minute,
 		BatchSize:          500,

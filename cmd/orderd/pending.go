@@ -21,6 +21,9 @@ import (
 	"github.com/flashsale/orderd/pkg/redisstore"
 )
 
+// workersLanded reports whether services/worker is wired in this build.
+const workersLanded = false
+
 // wireWorkers builds the partition workers and the outbox relay and returns
 // their Run. services/worker has not landed yet: serve runs without workers
 // (orders stay pending) and the worker role refuses to start.

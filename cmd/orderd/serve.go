@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flashsale/orderd/pkg/auth"
@@ -226,6 +228,31 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		log.Info("workers started", "name", cfg.WorkerName, "partitions", cfg.Partitions)
 	}
 
+	// A worker process serves no API, only its metrics and health.
+	var opsSrv *http.Server
+	if role == RoleWorker && cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		opsSrv = &http.Server{
+			Handler:           opsHandler(reg, db, rs, js),
+			ReadHeaderTimeout: readHeaderTimeout,
+			ReadTimeout:       readTimeout,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		log.Info("metrics listening", "addr", ln.Addr().String())
+		g.Go(func() error {
+			if err := opsSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics server: %w", err)
+			}
+			return nil
+		})
+	}
+
 	log.Info("orderd ready")
 
 	// The shutdown sequence: on a signal, or when any component fails.
@@ -239,6 +266,7 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		if srv != nil {
 			stopHTTP(srv, stopStreams, cfg, log)
 		}
+		var werr error
 		if withWorkers {
 			stopWorkers()
 			start := time.Now()
@@ -247,20 +275,62 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			case err := <-workersDone:
 				if err != nil && !errors.Is(err, context.Canceled) {
 					log.Error("shutdown: workers stopped with an error", "err", err, "took", time.Since(start))
-					return fmt.Errorf("workers: %w", err)
+					werr = fmt.Errorf("workers: %w", err)
+				} else {
+					log.Info("shutdown: workers stopped", "took", time.Since(start))
 				}
-				log.Info("shutdown: workers stopped", "took", time.Since(start))
 			case <-time.After(cfg.ShutdownTimeout):
 				log.Error("shutdown: workers did not stop in time; their unacked commands will be redelivered", "timeout", cfg.ShutdownTimeout)
 			}
 		}
-		return nil
+		if opsSrv != nil {
+			// Kept until the workers stopped, so that their drain is observable.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			opsSrv.Shutdown(ctx)
+			cancel()
+			log.Info("shutdown: metrics server stopped")
+		}
+		return werr
 	})
 	err = g.Wait()
 	if err != nil {
 		log.Error("orderd failed", "err", err)
 	}
 	return err
+}
+
+// opsHandler serves a worker process's /metrics, /healthz (the process
+// runs) and /readyz (PostgreSQL, Redis and JetStream answer).
+func opsHandler(reg *prometheus.Registry, db *postgres.DB, rs *redisstore.Store, js jetstream.JetStream) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		checks := map[string]string{}
+		ready := true
+		for name, ping := range map[string]func(context.Context) error{
+			"postgres":  db.Ping,
+			"redis":     rs.Ping,
+			"jetstream": func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err },
+		} {
+			checks[name] = "ok"
+			if err := ping(ctx); err != nil {
+				checks[name] = "down: " + err.Error()
+				ready = false
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(map[string]any{"ready": ready, "checks": checks})
+	})
+	return mux
 }
 
 // stopHTTP stops accepting connections and waits up to SHUTDOWN_TIMEOUT for

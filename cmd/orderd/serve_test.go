@@ -92,6 +92,13 @@ func (p *proc) wait(t *testing.T, d time.Duration) error {
 // its HTTP server listens.
 func startOrderd(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startOrderdUntil(t, "http listening", args...)
+}
+
+// startOrderdUntil runs orderd with args until the test ends, and waits for
+// the log line msg, whose addr is the base URL.
+func startOrderdUntil(t *testing.T, msg string, args ...string) *proc {
+	t.Helper()
 	clearEnv(t)
 	t.Setenv("JWT_SECRET", testSecret)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,7 +115,7 @@ func startOrderd(t *testing.T, args ...string) *proc {
 			t.Error("orderd did not stop within 60s")
 		}
 	})
-	l := p.logs.waitFor(t, "http listening", p.done)
+	l := p.logs.waitFor(t, msg, p.done)
 	p.base = "http://" + l["addr"].(string)
 	return p
 }
@@ -239,5 +246,40 @@ func TestServeFailsCleanlyWhenThePortIsTaken(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(closed, ","), "nats connection,embedded nats server,redis,postgres") {
 		t.Errorf("closed %q, want nats connection, embedded nats server, redis, postgres", closed)
+	}
+}
+
+// worker runs the partition workers against an external NATS server and
+// serves its metrics and health on METRICS_ADDR.
+func TestWorkerRole(t *testing.T) {
+	if !workersLanded {
+		t.Skip("services/worker is not in this build (cmd/orderd/pending.go)")
+	}
+	dsn, _ := pgtest.New(t)
+	_, prefix := redistest.New(t)
+	ns := natstest.Start(t)
+	p := startOrderdUntil(t, "metrics listening", "worker",
+		"--database-url", dsn, "--no-migrate", "--redis-url", redistest.URL(), "--redis-prefix", prefix,
+		"--nats-url", ns.ClientURL(), "--metrics-addr", "127.0.0.1:0", "--partitions", "4", "--worker-name", "w1")
+	p.logs.waitFor(t, "orderd ready", p.done)
+	if code, body := get(t, p.base+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	if code, body := get(t, p.base+"/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics = %d", code)
+	}
+	p.stop()
+	if err := p.wait(t, 30*time.Second); err != nil {
+		t.Fatalf("run = %v", err)
+	}
+	var steps []string
+	for _, l := range p.logs.lines(t) {
+		if msg, _ := l["msg"].(string); strings.HasPrefix(msg, "shutdown:") {
+			steps = append(steps, msg)
+		}
+	}
+	joined := strings.Join(steps, "|")
+	if !strings.Contains(joined, "shutdown: workers stopped|shutdown: metrics server stopped") {
+		t.Errorf("shutdown steps %q: want the workers stopped, then the metrics server", steps)
 	}
 }

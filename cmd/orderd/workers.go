@@ -15,6 +15,9 @@ import (
 	"github.com/flashsale/orderd/services/worker"
 )
 
+// workersLanded reports whether services/worker is wired in this build.
+const workersLanded = true
+
 // wireWorkers builds the partition workers, the saga sweeper and the outbox
 // relay of this process, and returns their Run: it runs until its context
 // ends, then drains and returns.
