@@ -126,7 +126,8 @@ func TestComposeHealthchecksAndOrder(t *testing.T) {
 		"postgres": {"pg_isready"},
 		"redis":    {"redis-cli", "ping"},
 		"nats":     {"http://127.0.0.1:8222/healthz?js-enabled-only=true"},
-		"api":      {"orderd", "probe", "/readyz"},
+		"api":      {"orderd", "probe", "http://127.0.0.1:8080/readyz"},
+		"worker":   {"orderd", "probe", "http://127.0.0.1:9090/readyz"},
 	}
 	for name, words := range checks {
 		hc := c.Services[name].Healthcheck
