@@ -51,6 +51,13 @@ start_postgres() {
   if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
     apt_install postgresql
   fi
+  if [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
+    # Installed, but its cluster was removed: create one for the newest version.
+    local ver
+    ver=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+    log "creating PostgreSQL cluster $ver/main"
+    pg_createcluster "$ver" main --port "$PGPORT" >/dev/null
+  fi
   # Start every cluster that is down (the package's own cluster is 15/main).
   pg_lsclusters -h | while read -r ver name port status _; do
     if [ "$status" != "online" ]; then
@@ -78,9 +85,34 @@ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_ROLE') \gexec
 SQL
 }
 
+# check_role tells a user who is not root whether the development role can
+# log in, and how to create it if not (it cannot do that itself).
+check_role() {
+  if ! command -v psql >/dev/null 2>&1; then
+    log "psql is not installed: cannot check the $PG_ROLE role (the tests will tell)"
+    return 0
+  fi
+  if PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=5 psql -h 127.0.0.1 -p "$PGPORT" -U "$PG_ROLE" -d "$PG_ROLE" \
+      -qtAc 'SELECT 1' </dev/null >/dev/null 2>&1; then
+    log "PostgreSQL role $PG_ROLE can log in"
+    return 0
+  fi
+  log "PostgreSQL answers but role $PG_ROLE cannot log in to database $PG_ROLE. As root, run:"
+  printf '    %s\n' \
+    "su postgres -c \"psql -c \\\"CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD'\\\"\"" \
+    "  (or, if the role exists: su postgres -c \"psql -c \\\"ALTER ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD'\\\"\")" \
+    "su postgres -c \"createdb -O $PG_ROLE $PG_ROLE\"" >&2
+  exit 1
+}
+
 start_redis() {
   if ! command -v redis-server >/dev/null 2>&1; then
     apt_install redis-server
+    # The package may have started its own server where an init system runs.
+    if listening "$REDIS_PORT"; then
+      log "Redis answers on 127.0.0.1:$REDIS_PORT (started by its package)"
+      return 0
+    fi
   fi
   log "starting Redis on 127.0.0.1:$REDIS_PORT (append-only file on)"
   mkdir -p /var/lib/redis
@@ -107,6 +139,8 @@ main() {
   fi
   if [ -n "$root" ] && id postgres >/dev/null 2>&1; then
     ensure_role
+  elif [ -z "$root" ]; then
+    check_role
   fi
 
   if listening "$REDIS_PORT"; then
