@@ -46,6 +46,11 @@ type Config struct {
 	Slack       time.Duration // a checkout starting later than this after it was due is late
 }
 
+// defaultWaiters is the least number of orders awaited at once by
+// default: each holds a connection in a long poll or an event stream, and
+// too few let slow orders hide the decisions of others until the sweep.
+const defaultWaiters = 1024
+
 // defaults per scenario, for flags that were not given.
 func (c *Config) applyDefaults(set map[string]bool) {
 	if !set["stock"] {
@@ -74,7 +79,7 @@ func (c *Config) applyDefaults(set map[string]bool) {
 		c.Duration = 10 * time.Second
 	}
 	if !set["waiters"] {
-		c.Waiters = max(2*c.Concurrency, 16)
+		c.Waiters = max(2*c.Concurrency, defaultWaiters)
 	}
 }
 
@@ -167,7 +172,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int64Var(&c.Stock, "stock", 0, "S: stock of each SKU (default 10000 for hot-sku, 1000 otherwise)")
 	fs.IntVar(&c.Buyers, "buyers", 0, "N: distinct buyers, one checkout each (default 50000 hot-sku, 10xS sold-out, 10000 cart-mix, 1000 preview users)")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "C: requests in flight at most (the closed loop's workers)")
-	fs.IntVar(&c.Waiters, "waiters", 0, "orders whose final status is awaited at once (default max(2C, 16))")
+	fs.IntVar(&c.Waiters, "waiters", 0, "orders whose final status is awaited at once, one connection each (default max(2C, 1024))")
 	fs.Float64Var(&c.Rate, "rate", 0, "checkouts per second, open model (0 = closed loop with C workers)")
 	fs.DurationVar(&c.Duration, "duration", 0, "cap on the load phase; the length of preview (default 10s there)")
 	fs.Int64Var(&c.Seed, "seed", 1, "seed of carts and buyer order")

@@ -57,7 +57,7 @@ func TestParseConfig(t *testing.T) {
 			}
 		}},
 		{"open model", "hot-sku --url http://x --jwt-secret s --rate 2500 --concurrency 8 --wait sse", nil, func(t *testing.T, c Config) {
-			if c.Rate != 2500 || c.Concurrency != 8 || c.Waiters != 16 || c.Wait != "sse" {
+			if c.Rate != 2500 || c.Concurrency != 8 || c.Waiters != 1024 || c.Wait != "sse" {
 				t.Errorf("rate %g C %d waiters %d wait %s", c.Rate, c.Concurrency, c.Waiters, c.Wait)
 			}
 		}},

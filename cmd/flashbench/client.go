@@ -276,6 +276,13 @@ type orderStatus struct {
 // decided reports whether the order's decision is known: it left pending.
 func (s orderStatus) decided() bool { return s.Status != "" && s.Status != order.StatusPending }
 
+// orderNow reads an order's status without waiting.
+func (c *client) orderNow(ctx context.Context, token string, id uuid.UUID) (orderStatus, error) {
+	var st orderStatus
+	_, err := c.do(ctx, request{method: "GET", path: "/v1/orders/" + id.String(), token: token, want: http.StatusOK, timeout: 10 * time.Second}, &st)
+	return st, err
+}
+
 // longPollWait is how long one long poll asks the server to hold the answer.
 const longPollWait = 25 * time.Second
 

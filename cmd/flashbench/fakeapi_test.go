@@ -28,6 +28,7 @@ type fakeAPI struct {
 	oversell  bool // confirm every order, stock or not
 	neverEach int  // leave every n-th order pending forever (0 = never)
 	busyEach  int  // answer the first attempt of every n-th checkout 503 Retry-After
+	deafPolls bool // long polls never see a change: they answer pending when the client gives up
 
 	mu     sync.Mutex
 	skus   map[uuid.UUID]*order.SKU
@@ -252,7 +253,10 @@ func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if d, err := time.ParseDuration(r.URL.Query().Get("wait")); err == nil {
+	if d, err := time.ParseDuration(r.URL.Query().Get("wait")); err == nil && f.deafPolls {
+		<-r.Context().Done()
+		return
+	} else if err == nil {
 		select {
 		case <-o.decided:
 		case <-time.After(min(d, time.Second)): // shorter than the real 25s, to keep tests fast

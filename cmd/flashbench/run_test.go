@@ -177,3 +177,13 @@ func TestRunInterrupted(t *testing.T) {
 		t.Errorf("checks %v", c)
 	}
 }
+
+func TestRunSweepsOrdersNoWaiterSawDecided(t *testing.T) {
+	f, srv := newFakeAPI(t, testSecret)
+	f.deafPolls = true
+	code, m, stderr := runBench(t, srv.URL, "hot-sku", "--stock", "3", "--buyers", "6", "--concurrency", "2", "--waiters", "2", "--timeout", "1s")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	wantNums(t, m, map[string]float64{"accepted": 6, "confirmed": 3, "rejected": 3, "lost": 0, "decided_after_timeout": 6})
+}

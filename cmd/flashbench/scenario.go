@@ -39,6 +39,7 @@ type outcome struct {
 	Err        string // why the checkout was not accepted, or the last error while waiting
 	HTTPStatus int    // the final answer's status; 0 for a transport error
 	Response   string // how a failed request ended, for the summary's responses
+	Swept      bool   // the decision was seen only by the final sweep, after the timeout
 }
 
 // decided reports whether the client saw the order's decision.
@@ -238,9 +239,43 @@ func (r *runner) load(ctx context.Context) {
 	timer := time.AfterFunc(r.cfg.Timeout, cancelWait)
 	waiters.Wait()
 	timer.Stop()
+	r.sweep(ctx)
 	r.end = time.Now()
 	stopPoll()
 }
+
+// sweep reads, once and without waiting, every accepted order whose
+// decision no waiter saw before the timeout: with every waiter held by a
+// slow order, others can be decided unseen. Those found decided count as
+// decided now (their decide latency is an upper bound); only those still
+// pending are lost.
+func (r *runner) sweep(ctx context.Context) {
+	var undecided []int
+	for i := range r.outs {
+		if o := &r.outs[i]; !o.AcceptedAt.IsZero() && !o.decided() {
+			undecided = append(undecided, i)
+		}
+	}
+	if len(undecided) == 0 || ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, sweepBudget)
+	defer cancel()
+	Plan{N: len(undecided), Limit: r.cfg.Concurrency}.Run(ctx, time.Now(), func(ctx context.Context, k int, _ time.Time) {
+		i := undecided[k]
+		o := &r.outs[i]
+		st, err := r.api.orderNow(ctx, r.buyers[i].token, o.OrderID)
+		if err != nil || !st.decided() {
+			return
+		}
+		o.DecidedAt, o.Status, o.Reason, o.Err = time.Now(), st.Status, st.RejectReason, ""
+		o.Swept = true
+		r.decided.Add(1)
+	})
+}
+
+// sweepBudget bounds the final sweep.
+const sweepBudget = 30 * time.Second
 
 // checkoutOnce places buyer i's order and reports whether it was accepted.
 func (r *runner) checkoutOnce(ctx context.Context, i int, due time.Time) bool {
