@@ -20,6 +20,7 @@ type lineChart struct {
 	Title, XLabel, YLabel string
 	Series                []series
 	Width, Height         int
+	XMax                  float64 // the least extent of the x axis, so that charts of one run line up
 }
 
 const (
@@ -32,7 +33,7 @@ func (c lineChart) SVG() template.HTML {
 	if c.Width == 0 {
 		c.Width, c.Height = 760, 280
 	}
-	var xmax, ymax float64
+	xmax, ymax := c.XMax, 0.0
 	points := 0
 	for _, s := range c.Series {
 		for i := range s.X {

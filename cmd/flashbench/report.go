@@ -159,15 +159,16 @@ func charts(scenario string, tl Timeline) []template.HTML {
 		}
 		return s
 	}
+	span := tl.Span.Seconds()
 	acc := func(s Second) int { return s.Accepted }
 	dec := func(s Second) int { return s.Decided }
 
 	if scenario == ScenarioPreview {
 		return []template.HTML{
-			lineChart{Title: "Previews answered per second", XLabel: "seconds since start", YLabel: "per second", Series: []series{
+			lineChart{Title: "Previews answered per second", XLabel: "seconds since start", XMax: span, YLabel: "per second", Series: []series{
 				perSecond("previews/s", colorBlue, acc),
 			}}.SVG(),
-			lineChart{Title: "Preview latency percentiles", XLabel: "seconds since start", YLabel: "ms", Series: []series{
+			lineChart{Title: "Preview latency percentiles", XLabel: "seconds since start", XMax: span, YLabel: "ms", Series: []series{
 				lat("p50", colorGreen, acc, func(s Second) float64 { return s.AcceptQ[0] }),
 				lat("p90", colorOrange, acc, func(s Second) float64 { return s.AcceptQ[1] }),
 				lat("p99", colorRed, acc, func(s Second) float64 { return s.AcceptQ[2] }),
@@ -179,20 +180,20 @@ func charts(scenario string, tl Timeline) []template.HTML {
 		stock.X, stock.Y = append(stock.X, p.At.Seconds()), append(stock.Y, float64(p.Left))
 	}
 	return []template.HTML{
-		lineChart{Title: "Orders accepted and decided per second", XLabel: "seconds since start", YLabel: "orders per second", Series: []series{
+		lineChart{Title: "Orders accepted and decided per second", XLabel: "seconds since start", XMax: span, YLabel: "orders per second", Series: []series{
 			perSecond("accepted/s", colorBlue, acc),
 			perSecond("decided/s", colorOrange, dec),
 		}}.SVG(),
-		lineChart{Title: "Accept latency (send to 202) by second answered", XLabel: "seconds since start", YLabel: "ms", Series: []series{
+		lineChart{Title: "Accept latency (send to 202) by second answered", XLabel: "seconds since start", XMax: span, YLabel: "ms", Series: []series{
 			lat("p50", colorGreen, acc, func(s Second) float64 { return s.AcceptQ[0] }),
 			lat("p90", colorOrange, acc, func(s Second) float64 { return s.AcceptQ[1] }),
 			lat("p99", colorRed, acc, func(s Second) float64 { return s.AcceptQ[2] }),
 		}}.SVG(),
-		lineChart{Title: "Decide latency (send to decision seen) by second decided", XLabel: "seconds since start", YLabel: "ms", Series: []series{
+		lineChart{Title: "Decide latency (send to decision seen) by second decided", XLabel: "seconds since start", XMax: span, YLabel: "ms", Series: []series{
 			lat("p50", colorGreen, dec, func(s Second) float64 { return s.DecideQ[0] }),
 			lat("p90", colorOrange, dec, func(s Second) float64 { return s.DecideQ[1] }),
 			lat("p99", colorRed, dec, func(s Second) float64 { return s.DecideQ[2] }),
 		}}.SVG(),
-		lineChart{Title: "Stock left (all SKUs of the run)", XLabel: "seconds since start", YLabel: "units", Series: []series{stock}}.SVG(),
+		lineChart{Title: "Stock left (all SKUs of the run)", XLabel: "seconds since start", XMax: span, YLabel: "units", Series: []series{stock}}.SVG(),
 	}
 }
