@@ -78,11 +78,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	var bar *progress
 	if tty && !cfg.JSONOnly {
-		max := int64(len(r.buyers))
+		max, unit := int64(len(r.buyers)), "orders"
 		if cfg.Scenario == ScenarioPreview {
-			max = -1
+			max, unit = -1, "previews"
 		}
-		bar = startProgress(stderr, max, func() (int64, string) {
+		bar = startProgress(stderr, max, unit, func() (int64, string) {
 			a, d, f := r.accepted.Load(), r.decided.Load(), r.failed.Load()
 			if cfg.Scenario == ScenarioPreview {
 				return a + f, fmt.Sprintf("previews %d errors %d", a, f)

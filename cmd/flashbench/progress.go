@@ -16,16 +16,16 @@ type progress struct {
 	done chan struct{}
 }
 
-// startProgress draws a bar of max steps on w until finish is called;
-// state returns the steps done and the description to show. With max < 0
-// the bar is a spinner with a count.
-func startProgress(w io.Writer, max int64, state func() (int64, string)) *progress {
+// startProgress draws a bar of max steps (units of unit) on w until finish
+// is called; state returns the steps done and the description to show.
+// With max < 0 the bar is a spinner with a count.
+func startProgress(w io.Writer, max int64, unit string, state func() (int64, string)) *progress {
 	bar := progressbar.NewOptions64(max,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("req"),
+		progressbar.OptionSetItsString(unit),
 		progressbar.OptionSetPredictTime(false),
 		progressbar.OptionSetElapsedTime(true),
 		progressbar.OptionSetRenderBlankState(true),
