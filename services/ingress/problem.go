@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -51,6 +52,12 @@ func problemType(c order.Code) string {
 // writeError answers err as a problem. Only internal errors are logged with
 // their cause; their detail is never shown to the client.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		// The client went away: nobody reads the answer, and nothing failed.
+		s.log.DebugContext(r.Context(), "client gone", "method", r.Method, "path", r.URL.Path)
+		w.WriteHeader(499)
+		return
+	}
 	code := order.ErrorCode(err)
 	st, ok := statusOf[code]
 	if !ok {
