@@ -1,0 +1,372 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flashsale/orderd/pkg/natsbus"
+	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres"
+)
+
+// maxConflictRetries bounds how often a batch is applied again at once
+// after ErrBatchConflict before its messages are Nak'ed (redelivered later,
+// never rejected).
+const maxConflictRetries = 20
+
+// partitionLoop pulls one partition's consumer and applies what it gets.
+type partitionLoop struct {
+	w     *Worker
+	p     int
+	cons  jetstream.Consumer
+	log   *slog.Logger
+	label string
+
+	pinID   string  // the Nats-Pin-Id of the last message: this process holds the pin
+	avgCmds float64 // moving average of commands per message, to size pulls
+}
+
+// item is one fetched message and its commands.
+type item struct {
+	msg       jetstream.Msg
+	cmds      []order.Command
+	delivered uint64
+}
+
+func newPartitionLoop(w *Worker, p int, c jetstream.Consumer) *partitionLoop {
+	return &partitionLoop{w: w, p: p, cons: c, log: w.log.With("partition", p), label: strconv.Itoa(p), avgCmds: 1}
+}
+
+// fetchSize is how many messages to pull so that they hold about one
+// batch of commands: the ingress packs several commands into a message
+// under load.
+func (l *partitionLoop) fetchSize() int {
+	return min(max(int(float64(l.w.cfg.BatchSize)/l.avgCmds), 1), l.w.cfg.BatchSize)
+}
+
+// run pulls until ctx is done, then finishes what the last pull brings,
+// and unpins the partition if this process holds it.
+func (l *partitionLoop) run(ctx context.Context) {
+	// The work of a pull completes even when ctx ends: a drain finishes the
+	// in-flight batch and acks it.
+	work := context.WithoutCancel(ctx)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		batch, err := l.cons.Fetch(l.fetchSize(), jetstream.FetchMaxWait(l.w.fetchWait), jetstream.FetchPriorityGroup(natsbus.PriorityGroup))
+		if err != nil {
+			l.log.Debug("pull failed", "err", err)
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		l.consume(ctx, work, batch)
+		if err := batch.Error(); err != nil && ctx.Err() == nil {
+			if errors.Is(err, jetstream.ErrPinIDMismatch) {
+				l.log.Info("partition pinned to another worker", "err", err)
+				l.pinID = ""
+			} else {
+				l.log.Debug("pull ended", "err", err)
+				sleep(ctx, 100*time.Millisecond)
+			}
+		}
+	}
+	uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := natsbus.Unpin(uctx, l.w.d.JS, l.p, l.pinID); err != nil {
+		l.log.Warn("unpin failed; the partition moves when the pin expires", "err", err)
+	} else if l.pinID != "" {
+		l.log.Info("partition unpinned")
+	}
+}
+
+// consume applies the messages of one pull as they arrive: everything
+// already delivered goes into the next transaction, so batches grow with
+// the load (group commit) without waiting for a full batch.
+func (l *partitionLoop) consume(stop, work context.Context, batch jetstream.MessageBatch) {
+	ch := batch.Messages()
+	for {
+		m, ok := <-ch
+		if !ok {
+			return
+		}
+		msgs := []jetstream.Msg{m}
+	gather:
+		for {
+			select {
+			case m, ok := <-ch:
+				if !ok {
+					break gather
+				}
+				msgs = append(msgs, m)
+			default:
+				break gather
+			}
+		}
+		l.process(stop, work, msgs)
+	}
+}
+
+// process decodes msgs, Terms the poison ones, and applies the rest in
+// transactions of up to BatchSize commands.
+func (l *partitionLoop) process(stop, work context.Context, msgs []jetstream.Msg) {
+	stopBeat := l.keepAlive(msgs)
+	defer stopBeat()
+	var items []*item
+	for _, m := range msgs {
+		if pin := m.Headers().Get("Nats-Pin-Id"); pin != "" {
+			l.pinID = pin
+		}
+		it := &item{msg: m, delivered: 1}
+		if md, err := m.Metadata(); err == nil {
+			it.delivered = md.NumDelivered
+		}
+		cmds, err := order.DecodeEnvelope(m.Data(), l.p, l.w.cfg.Partitions)
+		if err != nil {
+			l.settle([]*item{it}, &decodeError{err})
+			continue
+		}
+		it.cmds = cmds
+		l.avgCmds = 0.8*l.avgCmds + 0.2*float64(len(cmds))
+		items = append(items, it)
+	}
+	for len(items) > 0 {
+		n, size := 0, 0
+		for n < len(items) && (n == 0 || size+len(items[n].cmds) <= l.w.cfg.BatchSize) {
+			size += len(items[n].cmds)
+			n++
+		}
+		l.apply(stop, work, items[:n])
+		items = items[n:]
+	}
+}
+
+// apply applies items in one transaction and settles them by the table.
+func (l *partitionLoop) apply(stop, ctx context.Context, items []*item) {
+	var cmds []order.Command
+	for _, it := range items {
+		cmds = append(cmds, it.cmds...)
+	}
+	start := time.Now()
+	res, err := l.applyRetrying(stop, ctx, items, cmds)
+	l.w.m.txSeconds.WithLabelValues(l.label).Observe(time.Since(start).Seconds())
+	if err != nil {
+		act, _ := settleAction(err)
+		var pe *postgres.PoisonError
+		switch {
+		case act == actTerm && errors.As(err, &pe):
+			// Drop the command (not its message: the ingress packs many
+			// buyers' commands into one) and apply the rest.
+			var rest []*item
+			for _, it := range items {
+				if it.drop(pe.CommandID) {
+					l.log.Error("command dropped", "reason", err, "command", pe.CommandID, "subject", it.msg.Subject())
+					l.w.m.messages.WithLabelValues("drop_command").Inc()
+					if len(it.cmds) == 0 {
+						l.settle([]*item{it}, err)
+						continue
+					}
+				}
+				rest = append(rest, it)
+			}
+			if len(rest) > 0 {
+				l.apply(stop, ctx, rest)
+			}
+			return
+		case act == actSplit && len(items) > 1:
+			l.log.Warn("a constraint refused the batch; applying its messages one by one", "err", err, "messages", len(items))
+			for _, it := range items {
+				l.apply(stop, ctx, []*item{it})
+			}
+			return
+		case act == actSplit && len(items[0].cmds) > 1:
+			l.applyEach(stop, ctx, items[0])
+			return
+		}
+		l.settle(items, err)
+		return
+	}
+	l.w.m.batchCommands.WithLabelValues(l.label).Observe(float64(len(cmds)))
+	l.w.count(res)
+	if res.Outbox > 0 {
+		l.w.wakeRelay()
+	}
+	if err := l.w.cache(ctx, res); err != nil {
+		// Committed: a redelivery skips the commands and caches again.
+		// At the last delivery the cache stays behind; PostgreSQL and the
+		// events have the decision.
+		l.log.Warn("status cache update failed after commit", "err", err)
+		var again []*item
+		for _, it := range items {
+			if it.delivered < uint64(l.w.cfg.MaxDeliver) {
+				again = append(again, it)
+			} else {
+				l.ack(it)
+			}
+		}
+		l.nak(again, err)
+		return
+	}
+	for _, it := range items {
+		l.ack(it)
+	}
+	if res.Skipped > 0 {
+		l.log.Debug("redelivered commands skipped", "skipped", res.Skipped)
+	}
+}
+
+// applyRetrying applies cmds, again at once after a conflict with another
+// writer, and again and again while the database is down if a message is
+// at its last delivery (a Nak would make it a dead letter). stop ends the
+// holding.
+func (l *partitionLoop) applyRetrying(stop, ctx context.Context, items []*item, cmds []order.Command) (*postgres.BatchResult, error) {
+	last := false
+	for _, it := range items {
+		last = last || it.delivered >= uint64(l.w.cfg.MaxDeliver)
+	}
+	for attempt := 1; ; attempt++ {
+		res, err := l.w.d.DB.ApplyBatch(ctx, l.p, cmds, l.w.pcfg)
+		act, _ := settleAction(err)
+		switch {
+		case act == actRetry && attempt < maxConflictRetries:
+			l.w.m.conflicts.Inc()
+			l.log.Debug("batch conflicted with another writer; applying it again", "attempt", attempt, "err", err)
+			time.Sleep(time.Duration(rand.IntN(5*attempt)+1) * time.Millisecond)
+			continue
+		case act == actNak && last && holdable(err) && stop.Err() == nil:
+			l.log.Warn("database unavailable at a command's last delivery; holding the batch", "err", err, "attempt", attempt)
+			sleep(stop, min(time.Duration(attempt)*time.Second, 5*time.Second))
+			continue
+		}
+		return res, err
+	}
+}
+
+// drop removes the command id from it, reporting whether it held it.
+func (it *item) drop(id uuid.UUID) bool {
+	for i, c := range it.cmds {
+		if c.ID == id {
+			it.cmds = slices.Delete(slices.Clone(it.cmds), i, i+1)
+			return true
+		}
+	}
+	return false
+}
+
+// applyEach applies the commands of one message one at a time, after a
+// constraint refused them together: the ones refused alone are dropped,
+// the others applied, and the message acked. A command applied before a
+// failure is skipped when the message comes back.
+func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
+	l.log.Warn("a constraint refused a message; applying its commands one by one", "commands", len(it.cmds))
+	for _, c := range it.cmds {
+		res, err := l.applyRetrying(stop, ctx, []*item{it}, []order.Command{c})
+		switch act, _ := settleAction(err); act {
+		case actAck:
+			l.w.count(res)
+			if res.Outbox > 0 {
+				l.w.wakeRelay()
+			}
+			if err := l.w.cache(ctx, res); err != nil {
+				l.log.Warn("status cache update failed after commit", "err", err)
+			}
+		case actTerm, actSplit:
+			l.log.Error("command dropped", "reason", err, "command", c.ID, "subject", it.msg.Subject())
+			l.w.m.messages.WithLabelValues("drop_command").Inc()
+		default:
+			l.settle([]*item{it}, err)
+			return
+		}
+	}
+	l.ack(it)
+}
+
+// settle Terms or Naks items for err, by the table.
+func (l *partitionLoop) settle(items []*item, err error) {
+	act, why := settleAction(err)
+	switch act {
+	case actTerm:
+		for _, it := range items {
+			reason := fmt.Sprintf("%s: %v", why, err)
+			if len(reason) > 200 {
+				reason = reason[:200]
+			}
+			l.log.Error("command message dropped", "reason", reason, "subject", it.msg.Subject(), "delivered", it.delivered)
+			if terr := it.msg.TermWithReason(reason); terr != nil {
+				l.log.Warn("term failed", "err", terr)
+			}
+			l.w.m.messages.WithLabelValues("term").Inc()
+		}
+	case actAck:
+		for _, it := range items {
+			l.ack(it)
+		}
+	default: // nak, or retry and split exhausted
+		l.log.Warn("batch failed; redelivering later", "why", why, "err", err, "messages", len(items))
+		l.nak(items, err)
+	}
+}
+
+func (l *partitionLoop) ack(it *item) {
+	if err := it.msg.Ack(); err != nil {
+		// Applied: a redelivery is skipped.
+		l.log.Warn("ack failed", "err", err)
+	}
+	l.w.m.messages.WithLabelValues("ack").Inc()
+}
+
+func (l *partitionLoop) nak(items []*item, err error) {
+	for _, it := range items {
+		if it.delivered >= uint64(l.w.cfg.MaxDeliver) {
+			l.log.Error("command message failed at its last delivery: it becomes a dead letter", "err", err, "subject", it.msg.Subject())
+		}
+		if nerr := it.msg.NakWithDelay(nakDelay(it.delivered)); nerr != nil {
+			l.log.Warn("nak failed", "err", nerr)
+		}
+		l.w.m.messages.WithLabelValues("nak").Inc()
+	}
+}
+
+// keepAlive tells JetStream that msgs are being worked on, every third of
+// the ack wait, until the returned function is called, so that a slow batch
+// (retries, a database that is slow to answer) is not redelivered to
+// another worker meanwhile.
+func (l *partitionLoop) keepAlive(msgs []jetstream.Msg) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(l.w.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					m.InProgress()
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

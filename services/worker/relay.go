@@ -1,0 +1,193 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flashsale/orderd/pkg/postgres"
+)
+
+// Relay timings.
+const (
+	relayPoll     = time.Second      // poll for rows written by other processes
+	relayRetry    = time.Second      // wait before trying the lock or a failed publish again
+	relayBatch    = 1000             // outbox rows read and published at once
+	relayAckWait  = 10 * time.Second // wait for JetStream's acks of one batch
+	relayFinalTTL = 5 * time.Second  // the last flush when the worker stops
+)
+
+// relay publishes the outbox to JetStream. One relay is active across every
+// worker process: the holder of the relay lock (a session advisory lock on a
+// dedicated connection). The others wait for it and take over within a
+// second when its session ends.
+//
+// Rows are read in id order, published with PublishAsync (Nats-Msg-Id =
+// msg_id), and deleted once JetStream acked them: only the prefix of a
+// batch up to the first failure is deleted, and the rest is published again
+// from the database. A relay that dies between the publish and the delete
+// publishes those rows again when it (or another) takes over: JetStream
+// drops the copies within its two-minute dedupe window, and consumers dedupe
+// on the event id beyond it. Rows of one order are written in id order by
+// transactions that lock the order, so its events go out in order.
+type relay struct {
+	w   *Worker
+	log *slog.Logger
+
+	// afterPublish, if set (tests), runs after a batch was published and
+	// before its rows are deleted; an error aborts the batch there, as a
+	// crash would.
+	afterPublish func() error
+}
+
+func newRelay(w *Worker) *relay {
+	return &relay{w: w, log: w.log.With("component", "relay")}
+}
+
+// run relays until ctx is done, then publishes what is left (if active)
+// and lets go of the lock.
+func (r *relay) run(ctx context.Context) {
+	var notify <-chan *pq.Notification
+	if r.w.d.DatabaseURL != "" {
+		l := pq.NewListener(r.w.d.DatabaseURL, 100*time.Millisecond, 5*time.Second, func(ev pq.ListenerEventType, err error) {
+			if err != nil {
+				r.log.Debug("outbox listener", "event", ev, "err", err)
+			}
+		})
+		if err := l.Listen(postgres.OutboxChannel); err != nil {
+			r.log.Warn("cannot LISTEN to the outbox; polling", "err", err)
+		} else {
+			notify = l.NotificationChannel()
+		}
+		defer l.Close()
+	}
+	for ctx.Err() == nil {
+		lock, err := r.w.d.DB.TryRelayLock(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("relay lock", "err", err)
+			}
+			sleep(ctx, relayRetry)
+			continue
+		}
+		if lock == nil {
+			sleep(ctx, relayRetry) // another relay is active
+			continue
+		}
+		r.log.Info("outbox relay active")
+		r.w.m.relayActive.Set(1)
+		err = r.active(ctx, lock, notify)
+		if ctx.Err() != nil {
+			// Publish what the drained partitions wrote last.
+			fctx, cancel := context.WithTimeout(context.Background(), relayFinalTTL)
+			if ferr := r.flush(fctx, lock); ferr != nil {
+				r.log.Warn("final outbox flush failed; the next relay publishes the rest", "err", ferr)
+			}
+			cancel()
+		}
+		if rerr := lock.Release(); rerr != nil {
+			r.log.Warn("relay unlock", "err", rerr)
+		}
+		r.w.m.relayActive.Set(0)
+		if err != nil {
+			r.log.Warn("outbox relay stopped; retrying", "err", err)
+			sleep(ctx, relayRetry)
+		}
+	}
+}
+
+// active publishes while this relay holds the lock, waking on the
+// notification, a local batch's kick, or the poll.
+func (r *relay) active(ctx context.Context, lock *postgres.RelayLock, notify <-chan *pq.Notification) error {
+	t := time.NewTicker(relayPoll)
+	defer t.Stop()
+	for {
+		if err := r.flush(ctx, lock); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-r.w.kick:
+		case <-notify:
+		}
+	}
+}
+
+// flush publishes outbox rows until none is left.
+func (r *relay) flush(ctx context.Context, lock *postgres.RelayLock) error {
+	for {
+		rows, err := lock.Pending(ctx, relayBatch)
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		n, perr := r.publish(ctx, rows)
+		if perr == nil && r.afterPublish != nil {
+			if err := r.afterPublish(); err != nil {
+				return err
+			}
+		}
+		if n > 0 {
+			ids := make([]int64, n)
+			for i := range n {
+				ids[i] = rows[i].ID
+			}
+			if err := lock.Delete(ctx, ids); err != nil {
+				return err
+			}
+		}
+		if perr != nil {
+			return perr
+		}
+	}
+}
+
+// publish publishes rows asynchronously and waits for their acks. It
+// returns how many rows, from the first, are acknowledged, and the first
+// error.
+func (r *relay) publish(ctx context.Context, rows []postgres.OutboxRow) (int, error) {
+	futs := make([]jetstream.PubAckFuture, 0, len(rows))
+	var perr error
+	for _, row := range rows {
+		f, err := r.w.d.JS.PublishAsync(row.Subject, row.Payload, jetstream.WithMsgID(row.MsgID))
+		if err != nil {
+			perr = fmt.Errorf("publish %s: %w", row.Subject, err)
+			break
+		}
+		futs = append(futs, f)
+	}
+	timeout := time.NewTimer(relayAckWait)
+	defer timeout.Stop()
+	for i, f := range futs {
+		select {
+		case <-f.Ok():
+			row := rows[i]
+			r.w.m.relayLag.Observe(time.Since(row.CreatedAt).Seconds())
+			kind := "event"
+			if strings.HasPrefix(row.Subject, "orders.cmd.") {
+				kind = "command"
+			}
+			r.w.m.relayed.WithLabelValues(kind).Inc()
+		case err := <-f.Err():
+			return i, fmt.Errorf("publish %s: %w", rows[i].Subject, err)
+		case <-timeout.C:
+			return i, errors.New("publish: no ack from JetStream in time")
+		case <-ctx.Done():
+			return i, ctx.Err()
+		}
+	}
+	return len(futs), perr
+}

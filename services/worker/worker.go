@@ -1,0 +1,232 @@
+// Package worker is the worker side of the event-driven checkout: the
+// partition consumers that apply commands to PostgreSQL, the saga sweeper
+// of multi-partition orders, and the outbox relay that publishes events and
+// inter-partition commands to JetStream.
+//
+// Every worker process pulls every partition's durable consumer (part-<p>
+// on ORDER_CMDS) through one priority group with the pinned-client policy:
+// JetStream delivers a partition to one process at a time and moves it when
+// that process goes silent, so processes split and take over partitions
+// without a lease of their own. A partition loop applies what it fetched in
+// batches, one database transaction each (postgres.DB.ApplyBatch), then
+// caches the decisions in Redis and acks. Errors are settled by one table
+// (settle.go).
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashsale/orderd/pkg/natsbus"
+	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres"
+	"github.com/flashsale/orderd/pkg/redisstore"
+)
+
+// Config configures a worker process. Zero values take the defaults.
+type Config struct {
+	Name               string        // this worker process's id (for pinning/logs)
+	Partitions         int           // P: partition = order.Partition(sku, P)
+	BatchSize          int           // max commands per transaction (default 500)
+	PinnedTTL          time.Duration // priority-group pin timeout (default 5s)
+	AckWait            time.Duration // default 30s
+	MaxDeliver         int           // default 10
+	PaymentHold        time.Duration // default 15m (hold_until on confirm; expiry is a later issue, just set hold_until)
+	ReservationTimeout time.Duration // multi-partition saga timeout (default 10s)
+}
+
+// Deps are what a worker runs on.
+type Deps struct {
+	Log      *slog.Logger
+	DB       *postgres.DB
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Redis    *redisstore.Store
+	Registry *prometheus.Registry
+	// DatabaseURL, if set, lets the outbox relay LISTEN for the outbox
+	// notification on a connection of its own, so that events leave within
+	// milliseconds of a commit in any process. Without it the relay is woken
+	// by this process's own batches and polls every second for the others'.
+	DatabaseURL string
+}
+
+// Worker runs the partition consumers, the sweeper and the relay of one
+// process.
+type Worker struct {
+	cfg  Config
+	d    Deps
+	log  *slog.Logger
+	m    *metrics
+	pcfg postgres.PartitionConfig
+	kick chan struct{} // wakes the local relay after a batch wrote to the outbox
+
+	fetchWait time.Duration
+	relay     *relay
+}
+
+// New checks cfg and d and returns a worker; Run runs it. It fails if
+// Partitions is not positive or a dependency is missing.
+func New(cfg Config, d Deps) (*Worker, error) {
+	switch {
+	case cfg.Partitions < 1:
+		return nil, fmt.Errorf("worker: %d partitions", cfg.Partitions)
+	case d.DB == nil || d.JS == nil || d.Redis == nil:
+		return nil, errors.New("worker: DB, JS and Redis are required")
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = natsbus.DefaultBatchSize
+	}
+	cfg.BatchSize = min(cfg.BatchSize, order.MaxEnvelopeCommands)
+	if cfg.PinnedTTL <= 0 {
+		cfg.PinnedTTL = natsbus.DefaultPinnedTTL
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = natsbus.DefaultAckWait
+	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = natsbus.DefaultMaxDeliver
+	}
+	if cfg.PaymentHold <= 0 {
+		cfg.PaymentHold = 15 * time.Minute
+	}
+	if cfg.ReservationTimeout <= 0 {
+		cfg.ReservationTimeout = 10 * time.Second
+	}
+	if cfg.Name == "" {
+		cfg.Name = "worker"
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	var reg prometheus.Registerer
+	if d.Registry != nil {
+		reg = d.Registry
+	}
+	w := &Worker{
+		cfg: cfg,
+		d:   d,
+		log: d.Log.With("worker", cfg.Name),
+		m:   newMetrics(reg),
+		pcfg: postgres.PartitionConfig{
+			Partitions:         cfg.Partitions,
+			PaymentHold:        cfg.PaymentHold,
+			ReservationTimeout: cfg.ReservationTimeout,
+		},
+		kick: make(chan struct{}, 1),
+		// A pinned worker pulls again well within the pin's TTL.
+		fetchWait: min(time.Second, cfg.PinnedTTL/3),
+	}
+	w.relay = newRelay(w)
+	return w, nil
+}
+
+// Run creates or updates the partition consumers, then runs every
+// partition's consumer loop, the reservation sweeper and the outbox relay
+// until ctx is done. It then drains: the loops stop fetching, finish and
+// ack what they hold, unpin their partitions so another process takes them
+// at once, and the relay publishes what is left in the outbox (if it is the
+// active one) and lets go of its lock. It returns nil after a drain, or an
+// error if the consumers cannot be created (the streams must exist:
+// natsbus.EnsureStreams).
+func (w *Worker) Run(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	consumers, err := natsbus.EnsurePartitionConsumers(cctx, w.d.JS, w.cfg.Partitions, natsbus.ConsumerSettings{
+		BatchSize:  w.cfg.BatchSize,
+		AckWait:    w.cfg.AckWait,
+		MaxDeliver: w.cfg.MaxDeliver,
+		PinnedTTL:  w.cfg.PinnedTTL,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	w.log.Info("worker started", "partitions", w.cfg.Partitions, "batch_size", w.cfg.BatchSize, "pinned_ttl", w.cfg.PinnedTTL)
+
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	relayDone := make(chan struct{})
+	go func() {
+		defer close(relayDone)
+		w.relay.run(relayCtx)
+	}()
+
+	var wg sync.WaitGroup
+	for p, c := range consumers {
+		wg.Go(func() { newPartitionLoop(w, p, c).run(ctx) })
+	}
+	wg.Go(func() { w.sweep(ctx) })
+	wg.Wait()
+	w.log.Info("partitions drained")
+	stopRelay()
+	<-relayDone
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// wakeRelay tells the local relay that the outbox has new rows.
+func (w *Worker) wakeRelay() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// cache writes decided orders to the status cache and removes purchased
+// SKUs from carts.
+func (w *Worker) cache(ctx context.Context, res *postgres.BatchResult) error {
+	if len(res.Orders) == 0 && len(res.CartRemovals) == 0 {
+		return nil
+	}
+	return w.d.Redis.ApplyDecisions(ctx, res.Orders, res.CartRemovals)
+}
+
+// count records a batch's outcomes.
+func (w *Worker) count(res *postgres.BatchResult) {
+	for _, o := range res.Outcomes {
+		w.m.decisions.WithLabelValues(string(o.Status), string(o.Reason)).Inc()
+	}
+}
+
+// sweep rejects multi-partition orders whose reservations missed their
+// deadline, in every process (the query skips orders another sweeper or a
+// partition holds), a few times per timeout.
+func (w *Worker) sweep(ctx context.Context) {
+	every := min(max(w.cfg.ReservationTimeout/4, 100*time.Millisecond), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			res, err := w.d.DB.SweepReservations(ctx, w.pcfg, 100)
+			if err != nil {
+				if ctx.Err() == nil {
+					w.log.Warn("reservation sweep failed", "err", err)
+				}
+				break
+			}
+			if len(res.Orders) == 0 {
+				break
+			}
+			w.count(res)
+			w.m.sweeps.Add(float64(len(res.Orders)))
+			w.wakeRelay()
+			for _, o := range res.Orders {
+				w.log.Info("order rejected: reservation timeout", "order", o.ID, "skus", o.RejectSKUs)
+			}
+			if err := w.cache(ctx, res); err != nil {
+				w.log.Warn("status cache update after sweep failed; the events still carry the decision", "err", err)
+			}
+		}
+	}
+}
