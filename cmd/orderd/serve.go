@@ -162,7 +162,7 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 	}
 	var runWorkers func(context.Context) error
 	if withWorkers {
-		runWorkers, err = wireWorkers(role, cfg, db, rs, nc, js, reg, log)
+		runWorkers, err = wireWorkers(cfg, db, rs, nc, js, reg, log)
 		if err != nil {
 			return err
 		}

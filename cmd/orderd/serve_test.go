@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/orderd/pkg/auth"
 	"github.com/flashsale/orderd/pkg/natsbus/natstest"
 	"github.com/flashsale/orderd/pkg/postgres/pgtest"
 	"github.com/flashsale/orderd/pkg/redisstore/redistest"
@@ -156,6 +157,9 @@ func TestServeStartsAndShutsDownInOrder(t *testing.T) {
 	if code, _ := get(t, base+"/metrics"); code != 200 {
 		t.Errorf("/metrics = %d", code)
 	}
+	// One order through every part the process wires: ingress, JetStream,
+	// a partition worker, PostgreSQL, the outbox relay and the status hub.
+	checkoutConfirmed(t, base)
 
 	p.stop()
 	if err := p.wait(t, 30*time.Second); err != nil {
@@ -252,9 +256,6 @@ func TestServeFailsCleanlyWhenThePortIsTaken(t *testing.T) {
 // worker runs the partition workers against an external NATS server and
 // serves its metrics and health on METRICS_ADDR.
 func TestWorkerRole(t *testing.T) {
-	if !workersLanded {
-		t.Skip("services/worker is not in this build (cmd/orderd/pending.go)")
-	}
 	dsn, _ := pgtest.New(t)
 	_, prefix := redistest.New(t)
 	ns := natstest.Start(t)
@@ -281,5 +282,59 @@ func TestWorkerRole(t *testing.T) {
 	joined := strings.Join(steps, "|")
 	if !strings.Contains(joined, "shutdown: workers stopped|shutdown: metrics server stopped") {
 		t.Errorf("shutdown steps %q: want the workers stopped, then the metrics server", steps)
+	}
+}
+
+// checkoutConfirmed creates a SKU and an address, checks out one unit, and
+// long-polls the order until it is confirmed.
+func checkoutConfirmed(t *testing.T, base string) {
+	t.Helper()
+	admin, err := auth.Mint([]byte(testSecret), "admin", true, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := auth.Mint([]byte(testSecret), "buyer-1", false, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(method, path, token, body string, want int) map[string]any {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		raw, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want {
+			t.Fatalf("%s %s = %d %s, want %d", method, path, resp.StatusCode, raw, want)
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, path, err, raw)
+		}
+		return out
+	}
+	sku := call("POST", "/v1/skus", admin, `{"name":"sneaker","price":12900,"currency":"EUR","stock":5}`, 201)["id"].(string)
+	addr := call("POST", "/v1/addresses", user, `{"recipient":"Ada","line1":"1 Main St","city":"Berlin","postal_code":"10115","country":"DE"}`, 201)["id"].(string)
+	o := call("POST", "/v1/orders", user, `{"address_id":"`+addr+`","payment_method":"card","items":[{"sku_id":"`+sku+`","quantity":1}]}`, 202)
+	id := o["order_id"].(string)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := call("GET", "/v1/orders/"+id+"?wait=5s", user, "", 200)
+		if got["status"] == "confirmed" {
+			break
+		}
+		if got["status"] != "pending" || time.Now().After(deadline) {
+			t.Fatalf("order %s is %v, want confirmed", id, got["status"])
+		}
+	}
+	if s := call("GET", "/v1/skus/"+sku, user, "", 200); s["stock"] != float64(4) {
+		t.Errorf("stock after one order = %v, want 4", s["stock"])
 	}
 }

@@ -1,5 +1,3 @@
-//go:build worker_landed
-
 package main
 
 import (
@@ -15,13 +13,10 @@ import (
 	"github.com/flashsale/orderd/services/worker"
 )
 
-// workersLanded reports whether services/worker is wired in this build.
-const workersLanded = true
-
 // wireWorkers builds the partition workers, the saga sweeper and the outbox
 // relay of this process, and returns their Run: it runs until its context
 // ends, then drains and returns.
-func wireWorkers(_ Role, cfg *Config, db *postgres.DB, rs *redisstore.Store, nc *nats.Conn, js jetstream.JetStream, reg *prometheus.Registry, log *slog.Logger) (func(context.Context) error, error) {
+func wireWorkers(cfg *Config, db *postgres.DB, rs *redisstore.Store, nc *nats.Conn, js jetstream.JetStream, reg *prometheus.Registry, log *slog.Logger) (func(context.Context) error, error) {
 	w, err := worker.New(worker.Config{
 		Name:               cfg.WorkerName,
 		Partitions:         cfg.Partitions,
