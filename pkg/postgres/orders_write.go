@@ -194,7 +194,9 @@ func loadOrders(ctx context.Context, tx *sqlx.Tx, ids []uuid.UUID, lock bool) (m
 	}
 	q := `SELECT ` + batchOrderColumns + ` FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id`
 	if lock {
-		q += ` FOR UPDATE`
+		// NO KEY UPDATE: writers exclude each other, while the foreign key
+		// checks of reservations (KEY SHARE) do not wait.
+		q += ` FOR NO KEY UPDATE`
 	}
 	var rows []batchOrderRow
 	if err := tx.SelectContext(ctx, &rows, q, pq.Array(uuidTexts(ids))); err != nil {

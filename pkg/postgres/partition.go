@@ -120,7 +120,8 @@ func (db *DB) ApplyBatch(ctx context.Context, p int, cmds []order.Command, cfg P
 // pending multi-partition orders that still wait for a reservation past its
 // deadline, and sends release commands to the partitions that hold their
 // stock. It touches no SKU (stock moves only in its partition), takes the
-// orders with FOR UPDATE SKIP LOCKED (any number of sweepers may run), and
+// orders with FOR NO KEY UPDATE SKIP LOCKED (any number of sweepers may
+// run), and
 // returns the orders it rejected.
 func (db *DB) SweepReservations(ctx context.Context, cfg PartitionConfig, limit int) (*BatchResult, error) {
 	cfg = cfg.withDefaults()
@@ -134,7 +135,7 @@ func (db *DB) SweepReservations(ctx context.Context, cfg PartitionConfig, limit 
 				SELECT 1 FROM reservations r
 				WHERE r.order_id = o.id AND r.status = 'requested' AND r.deadline < $1::timestamptz)
 			ORDER BY o.id LIMIT $2
-			FOR UPDATE OF o SKIP LOCKED`, pgTime(b.now), limit)
+			FOR NO KEY UPDATE OF o SKIP LOCKED`, pgTime(b.now), limit)
 		if err != nil {
 			return fmt.Errorf("find timed out reservations: %w", err)
 		}
@@ -339,11 +340,15 @@ func (b *partBatch) load(cmds []order.Command) error {
 		}
 	}
 	if len(skus) > 0 {
+		// NO KEY UPDATE excludes every other writer of the SKU but not the
+		// KEY SHARE locks of foreign keys: another partition that confirms a
+		// multi-partition order inserts lines referencing these SKUs and need
+		// not wait for this batch.
 		var rows []order.SKU
 		err := tx.SelectContext(ctx, &rows, `
 			SELECT id, name, price, currency, stock, initial_stock, restocked, units_sold, per_user_limit,
 				sale_starts_at, sale_ends_at, payment_hold_seconds, paused, created_at, updated_at
-			FROM skus WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, pq.Array(uuidTexts(slices.Collect(maps.Keys(skus)))))
+			FROM skus WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE`, pq.Array(uuidTexts(slices.Collect(maps.Keys(skus)))))
 		if err != nil {
 			return fmt.Errorf("lock skus: %w", err)
 		}
@@ -821,23 +826,23 @@ func (b *partBatch) confirm(st *orderState, lines []order.Line) error {
 	o.RejectReason, o.RejectSKUs = "", nil
 	o.Lines = lines
 	o.Currency = ""
+	// A line's hold is its SKU's, or the configured one; the order's is
+	// the shortest of its lines'.
 	hold := time.Duration(0)
 	for _, l := range lines {
+		h := b.cfg.PaymentHold
 		s := b.sku(l.SKUID)
-		if s == nil {
-			continue
-		}
-		if o.Currency == "" {
-			o.Currency = s.Currency
-		}
-		if s.PaymentHoldSeconds != nil {
-			if h := time.Duration(*s.PaymentHoldSeconds) * time.Second; hold == 0 || h < hold {
-				hold = h
+		if s != nil {
+			if o.Currency == "" {
+				o.Currency = s.Currency
+			}
+			if s.PaymentHoldSeconds != nil {
+				h = time.Duration(*s.PaymentHoldSeconds) * time.Second
 			}
 		}
-	}
-	if hold == 0 {
-		hold = b.cfg.PaymentHold
+		if hold == 0 || h < hold {
+			hold = h
+		}
 	}
 	o.Price()
 	now := b.now

@@ -289,11 +289,22 @@ func TestApplyBatchOrderFields(t *testing.T) {
 		t.Errorf("stored order differs from the result (-result +stored):\n%s", diff)
 	}
 
-	// Without a SKU hold, the configured one.
+	// Without a SKU hold, the configured one; with both, the shortest.
 	d := e.sku(2, 5)
-	o2 := e.apply(e.checkout("u2", d, 1)).Orders[0]
-	if o2.HoldUntil.Sub(*o2.DecidedAt) != time.Hour {
-		t.Errorf("hold %v, want the configured hour", o2.HoldUntil.Sub(*o2.DecidedAt))
+	for _, tt := range []struct {
+		cmd  order.Command
+		cfg  time.Duration
+		want time.Duration
+	}{
+		{e.checkout("u2", d, 1), time.Hour, time.Hour},
+		{e.checkout("u3", a, 1, d, 1), time.Hour, time.Minute},
+		{e.checkout("u4", a, 1, d, 1), 30 * time.Second, 30 * time.Second},
+	} {
+		e.cfg.PaymentHold = tt.cfg
+		o := e.apply(tt.cmd).Orders[0]
+		if got := o.HoldUntil.Sub(*o.DecidedAt); got != tt.want {
+			t.Errorf("hold %v with PaymentHold %v, want %v", got, tt.cfg, tt.want)
+		}
 	}
 }
 
