@@ -51,6 +51,8 @@ type ptSKUOpt func(*order.SKU)
 
 func ptLimit(n int64) ptSKUOpt { return func(s *order.SKU) { s.PerUserLimit = &n } }
 
+func ptCurrency(c string) ptSKUOpt { return func(s *order.SKU) { s.Currency = c } }
+
 func ptHold(secs int64) ptSKUOpt { return func(s *order.SKU) { s.PaymentHoldSeconds = &secs } }
 
 // sku inserts a SKU of partition p with stock units at price 1000 EUR.
@@ -649,6 +651,24 @@ func TestSagaReject(t *testing.T) {
 	}
 	if n := e.count(`SELECT count(*) FROM reservations WHERE order_id = $1`, c2.Checkout.OrderID); n != 0 {
 		t.Errorf("home failure left %d reservations", n)
+	}
+}
+
+// TestSagaCurrencyMismatch: each partition checks only its own lines'
+// currency; the last reservation sees them all and refuses the mix.
+func TestSagaCurrencyMismatch(t *testing.T) {
+	e := ptNew(t)
+	skus := [3]uuid.UUID{e.sku(0, 5), e.sku(1, 5, ptCurrency("USD")), e.sku(2, 5)}
+	c := e.multi("u1", skus, 1)
+	e.apply(c)
+	e.deliver()
+	if st, reason := e.status(c.Checkout.OrderID); st != order.StatusRejected || reason != order.RejectCurrencyMismatch {
+		t.Errorf("status %s %s, want rejected currency_mismatch", st, reason)
+	}
+	for i, s := range skus {
+		if got := e.stock(s); got != (ptStock{5, 0}) {
+			t.Errorf("sku %d: %+v", i, got)
+		}
 	}
 }
 
