@@ -68,6 +68,10 @@ func (r *relay) run(ctx context.Context) {
 		defer l.Close()
 	}
 	for ctx.Err() == nil {
+		if !r.connected() {
+			sleep(ctx, relayRetry) // leave the outbox to a relay that reaches NATS
+			continue
+		}
 		lock, err := r.w.d.DB.TryRelayLock(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -102,12 +106,21 @@ func (r *relay) run(ctx context.Context) {
 	}
 }
 
+// connected reports whether this process reaches NATS. A relay that does
+// not must not hold the lock: another process may.
+func (r *relay) connected() bool {
+	return r.w.d.NC == nil || r.w.d.NC.IsConnected()
+}
+
 // active publishes while this relay holds the lock, waking on the
 // notification, a local batch's kick, or the poll.
 func (r *relay) active(ctx context.Context, lock *postgres.RelayLock, notify <-chan *pq.Notification) error {
 	t := time.NewTicker(relayPoll)
 	defer t.Stop()
 	for {
+		if !r.connected() {
+			return errors.New("lost the NATS connection: stepping down")
+		}
 		if err := r.flush(ctx, lock); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -171,9 +184,11 @@ func (r *relay) publish(ctx context.Context, rows []postgres.OutboxRow) (int, er
 	}
 	timeout := time.NewTimer(relayAckWait)
 	defer timeout.Stop()
-	for i, f := range futs {
+	check := time.NewTicker(100 * time.Millisecond)
+	defer check.Stop()
+	for i := 0; i < len(futs); {
 		select {
-		case <-f.Ok():
+		case <-futs[i].Ok():
 			row := rows[i]
 			r.w.m.relayLag.Observe(time.Since(row.CreatedAt).Seconds())
 			kind := "event"
@@ -181,8 +196,13 @@ func (r *relay) publish(ctx context.Context, rows []postgres.OutboxRow) (int, er
 				kind = "command"
 			}
 			r.w.m.relayed.WithLabelValues(kind).Inc()
-		case err := <-f.Err():
+			i++
+		case err := <-futs[i].Err():
 			return i, fmt.Errorf("publish %s: %w", rows[i].Subject, err)
+		case <-check.C:
+			if !r.connected() {
+				return i, errors.New("publish: lost the NATS connection") // its acks never come
+			}
 		case <-timeout.C:
 			return i, errors.New("publish: no ack from JetStream in time")
 		case <-ctx.Done():

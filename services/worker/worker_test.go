@@ -154,6 +154,64 @@ func TestTwoWorkersOneStops(t *testing.T) {
 	}
 }
 
+// TestDeadWorker cuts a worker off NATS in the middle of the sale, without
+// unpinning (as if it was killed): its partitions move to the other worker
+// when the pin expires, its unacked commands come back after the ack wait,
+// and the result is still exact.
+func TestDeadWorker(t *testing.T) {
+	e := newEnv(t, 4)
+	sku := e.sku(1, 200, 0)
+	var cmds []order.Command
+	for _, u := range e.users("u", 800) {
+		cmds = append(cmds, e.checkout(u, sku, 1))
+	}
+	ids := orderIDs(cmds)
+	// w1 on a connection of its own, so that it can die alone.
+	nc, err := nats.Connect(e.nc.ConnectedUrl(), nats.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js1, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1 := e.worker("w1")
+	w1.d.NC, w1.d.JS = nc, js1
+	e.start(w1)
+	time.Sleep(200 * time.Millisecond) // w1 takes the pins first
+	e.start(e.worker("w2"))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.publish(16, cmds...)
+	}()
+	for e.count(`SELECT count(*) FROM orders`) < 200 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	died := time.Now()
+	nc.Close()
+	<-done
+	for e.count(`SELECT count(*) FROM orders WHERE status <> 'pending'`) < len(ids) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	decided := time.Since(died)
+	e.waitFinal(ids, 60*time.Second)
+	t.Logf("after w1 died: all decided in %v, all events published in %v", decided.Round(time.Millisecond), time.Since(died).Round(time.Millisecond))
+	if diff := cmp.Diff(map[string]int{"confirmed/": 200, "rejected/out_of_stock": 600}, e.outcomes(ids)); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+	if got := e.stock(sku); got != (stock{0, 200}) {
+		t.Errorf("stock %+v", got)
+	}
+	dec := decisions(t, e.events())
+	for _, id := range ids {
+		if dec[id.String()] != 1 {
+			t.Errorf("order %s has %d decision events", id, dec[id.String()])
+		}
+	}
+}
+
 // TestRedelivery: a command whose transaction committed but whose message
 // was not acked (the worker died) comes back: nothing changes twice, and
 // the worker redoes the status cache.
