@@ -34,6 +34,7 @@ type partitionLoop struct {
 
 	pinID   string  // the Nats-Pin-Id of the last message: this process holds the pin
 	avgCmds float64 // moving average of commands per message, to size pulls
+	dbDown  bool    // the last batch failed because the database was unreachable
 }
 
 // item is one fetched message and its commands.
@@ -71,6 +72,15 @@ func (l *partitionLoop) run(ctx context.Context) {
 		}
 		backoff = 100 * time.Millisecond
 		l.consume(ctx, work, batch)
+		if l.dbDown {
+			// This process cannot reach the database: give the partition
+			// to a worker that may, and stay out of the way for a pin TTL.
+			l.dbDown = false
+			l.unpin()
+			l.log.Warn("database unreachable: partition handed over", "pause", l.w.cfg.PinnedTTL)
+			sleep(ctx, l.w.cfg.PinnedTTL)
+			continue
+		}
 		if err := batch.Error(); err != nil && ctx.Err() == nil {
 			if errors.Is(err, jetstream.ErrPinIDMismatch) {
 				l.log.Info("partition pinned to another worker", "err", err)
@@ -81,6 +91,11 @@ func (l *partitionLoop) run(ctx context.Context) {
 			}
 		}
 	}
+	l.unpin()
+}
+
+// unpin releases the partition's pin if this process holds it.
+func (l *partitionLoop) unpin() {
 	uctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := natsbus.Unpin(uctx, l.w.d.JS, l.p, l.pinID); err != nil {
@@ -88,6 +103,7 @@ func (l *partitionLoop) run(ctx context.Context) {
 	} else if l.pinID != "" {
 		l.log.Info("partition unpinned")
 	}
+	l.pinID = ""
 }
 
 // consume applies the messages of one pull as they arrive: everything
@@ -326,6 +342,9 @@ func (l *partitionLoop) ack(it *item) {
 }
 
 func (l *partitionLoop) nak(items []*item, err error) {
+	if holdable(err) {
+		l.dbDown = true
+	}
 	for _, it := range items {
 		if it.delivered >= uint64(l.w.cfg.MaxDeliver) {
 			l.log.Error("command message failed at its last delivery: it becomes a dead letter", "err", err, "subject", it.msg.Subject())

@@ -39,8 +39,11 @@ func (e *decodeError) Unwrap() error { return e.err }
 //	                                              pin takeover; never a reason to reject a buyer)
 //	EINVALID from the database (constraint)       apply each message alone; one that still
 //	                                              fails alone is Term'd
-//	EUNAVAILABLE (database down)                  NakWithDelay; at the last delivery hold the batch
-//	                                              and retry (InProgress) rather than lose it
+//	EUNAVAILABLE (database down)                  NakWithDelay, and the loop hands the partition
+//	                                              to another worker (unpin, pause a pin TTL) in
+//	                                              case only this process lost the database; at
+//	                                              the last delivery hold the batch and retry
+//	                                              (InProgress) rather than lose it
 //	anything else (a bug, a timeout)              NakWithDelay; after MaxDeliver the server drops
 //	                                              it and advertises a dead letter
 var settleTable = []struct {

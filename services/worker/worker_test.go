@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -209,6 +210,35 @@ func TestDeadWorker(t *testing.T) {
 		if dec[id.String()] != 1 {
 			t.Errorf("order %s has %d decision events", id, dec[id.String()])
 		}
+	}
+}
+
+// TestWorkerWithoutDatabase: a worker that cannot reach PostgreSQL (while
+// another can) hands its partitions over instead of holding them hostage.
+func TestWorkerWithoutDatabase(t *testing.T) {
+	e := newEnv(t, 4)
+	sku := e.sku(0, 50, 0)
+	var cmds []order.Command
+	for _, u := range e.users("u", 100) {
+		cmds = append(cmds, e.checkout(u, sku, 1))
+	}
+	bad, err := sqlx.Open("postgres", "postgres://orderd:orderd@127.0.0.1:1/nowhere?sslmode=disable&connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bad.Close() })
+	w1 := e.worker("w1")
+	w1.d.DB = &postgres.DB{DB: bad}
+	w1.d.DatabaseURL = ""
+	e.start(w1)
+	time.Sleep(200 * time.Millisecond) // w1 takes the pins first
+	e.start(e.worker("w2"))
+	start := time.Now()
+	e.publish(8, cmds...)
+	e.waitFinal(orderIDs(cmds), 30*time.Second)
+	t.Logf("decided in %v", time.Since(start).Round(time.Millisecond))
+	if diff := cmp.Diff(map[string]int{"confirmed/": 50, "rejected/out_of_stock": 50}, e.outcomes(orderIDs(cmds))); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
 	}
 }
 
