@@ -798,6 +798,9 @@ func (b *partBatch) cancel(c order.Command) error {
 		return nil // final already (paid orders are not cancelled: refunds are out of scope)
 	}
 	b.touch(st)
+	if prev == order.StatusPending {
+		b.priceRequested(st, st.requested()) // its lines were not written yet
+	}
 	st.o.Status = order.StatusCancelled
 	st.o.UpdatedAt = b.now
 	if err := b.emit(st); err != nil {
@@ -864,6 +867,19 @@ func (b *partBatch) reject(st *orderState, reason order.RejectReason, skus []uui
 	o := st.o
 	o.Status = order.StatusRejected
 	o.RejectReason, o.RejectSKUs = reason, skus
+	b.priceRequested(st, lines)
+	now := b.now
+	o.DecidedAt, o.HoldUntil, o.UpdatedAt = &now, nil, now
+	st.insertLines = true
+	b.touch(st)
+	return b.emit(st)
+}
+
+// priceRequested sets the lines of an order that holds nothing (rejected,
+// or cancelled before it was decided) to those of lines whose SKUs exist,
+// at their current prices, to be written with it.
+func (b *partBatch) priceRequested(st *orderState, lines []order.LineRequest) {
+	o := st.o
 	o.Lines = []order.Line{}
 	o.Currency = ""
 	for _, l := range lines {
@@ -877,11 +893,7 @@ func (b *partBatch) reject(st *orderState, reason order.RejectReason, skus []uui
 		o.Lines = append(o.Lines, order.Line{SKUID: l.SKUID, Name: s.Name, Quantity: l.Quantity, UnitPrice: s.Price})
 	}
 	o.Price()
-	now := b.now
-	o.DecidedAt, o.HoldUntil, o.UpdatedAt = &now, nil, now
 	st.insertLines = true
-	b.touch(st)
-	return b.emit(st)
 }
 
 // write stores everything the batch decided.

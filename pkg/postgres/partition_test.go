@@ -688,6 +688,10 @@ func TestSagaCancelPending(t *testing.T) {
 			t.Errorf("sku %d: %+v", i, got)
 		}
 	}
+	o, err := e.db.StoredOrderForTest(context.Background(), c.Checkout.OrderID)
+	if err != nil || len(o.Lines) != 3 || o.Subtotal != 3000 {
+		t.Errorf("cancelled order %+v %v, want its three lines", o, err)
+	}
 }
 
 func TestSagaTimeout(t *testing.T) {
