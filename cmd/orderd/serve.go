@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"slices"
 	"time"
@@ -96,7 +97,13 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		})
 		natsURL = ns.ClientURL()
 	}
-	nc, err := natsbus.Connect(natsURL, "orderd-"+string(role)+"-"+cfg.WorkerName, log)
+	connName := "orderd-" + string(role)
+	if cfg.WorkerName != "" {
+		connName += "-" + cfg.WorkerName
+	} else if h, err := os.Hostname(); err == nil {
+		connName += "-" + h
+	}
+	nc, err := natsbus.Connect(natsURL, connName, log)
 	if err != nil {
 		return err
 	}
