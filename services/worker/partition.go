@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,8 +150,17 @@ func (l *partitionLoop) process(stop, work context.Context, msgs []jetstream.Msg
 		}
 		cmds, err := order.DecodeEnvelope(m.Data(), l.p, l.w.cfg.Partitions)
 		if err != nil {
-			l.settle([]*item{it}, &decodeError{err})
-			continue
+			// One invalid command must not take the other buyers of its
+			// message with it: keep the valid ones if the envelope parses.
+			var dropped []error
+			if cmds, dropped = salvage(m.Data(), l.p, l.w.cfg.Partitions); len(cmds) == 0 {
+				l.settle([]*item{it}, &decodeError{err})
+				continue
+			}
+			for _, derr := range dropped {
+				l.log.Error("command dropped", "reason", &decodeError{derr}, "subject", m.Subject())
+				l.w.m.messages.WithLabelValues("drop_command").Inc()
+			}
 		}
 		it.cmds = cmds
 		l.avgCmds = 0.8*l.avgCmds + 0.2*float64(len(cmds))
@@ -165,6 +175,26 @@ func (l *partitionLoop) process(stop, work context.Context, msgs []jetstream.Msg
 		l.apply(stop, work, items[:n])
 		items = items[n:]
 	}
+}
+
+// salvage returns the valid commands of an envelope that failed
+// order.DecodeEnvelope, and why each other one is invalid; none if the
+// envelope itself is malformed.
+func salvage(data []byte, p, n int) ([]order.Command, []error) {
+	var env order.Envelope
+	if err := json.Unmarshal(data, &env); err != nil || len(env.Commands) > order.MaxEnvelopeCommands {
+		return nil, nil
+	}
+	var ok []order.Command
+	var bad []error
+	for i := range env.Commands {
+		if err := env.Commands[i].Validate(p, n); err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		ok = append(ok, env.Commands[i])
+	}
+	return ok, bad
 }
 
 // apply applies items in one transaction and settles them by the table.

@@ -33,7 +33,9 @@ func (e *decodeError) Unwrap() error { return e.err }
 //
 //	error                                         action
 //	nil                                           Ack
-//	decodeError (malformed, invalid, wrong part.) Term: retrying cannot help
+//	decodeError (malformed, invalid, wrong part.) Term: retrying cannot help (an envelope that
+//	                                              parses keeps its valid commands: only the
+//	                                              invalid ones are dropped)
 //	*postgres.PoisonError (e.g. unknown address)  Term that command's message, apply the rest
 //	postgres.ErrBatchConflict                     apply again at once (a second writer during a
 //	                                              pin takeover; never a reason to reject a buyer)

@@ -652,14 +652,19 @@ func TestPoisonMessage(t *testing.T) {
 	good := e.checkout("u3", sku, 1)
 	mixed, _ := order.EncodeEnvelope(bad, good) // only the bad command is dropped
 	e.js.Publish(ctx, order.Subject(1), mixed)
+	invalid := e.checkout("u4", sku, 1)
+	invalid.Checkout.PaymentMethod = "barter"
+	good2 := e.checkout("u5", sku, 1)
+	mixed2, _ := order.EncodeEnvelope(good2, invalid) // the envelope fails validation, good2 is kept
+	e.js.Publish(ctx, order.Subject(1), mixed2)
 	var cmds []order.Command
 	for i := range 5 {
 		cmds = append(cmds, e.checkout(fmt.Sprintf("v%d", i), sku, 1))
 	}
 	e.publish(1, cmds...)
-	e.waitFinal(append(orderIDs(cmds), good.Checkout.OrderID), 10*time.Second)
+	e.waitFinal(append(orderIDs(cmds), good.Checkout.OrderID, good2.Checkout.OrderID), 10*time.Second)
 	waitDrained(t, e, 1)
-	if got := e.stock(sku); got != (stock{4, 6}) {
+	if got := e.stock(sku); got != (stock{3, 7}) {
 		t.Errorf("stock %+v", got)
 	}
 	st, err := e.js.Stream(ctx, natsbus.CommandStream)
@@ -670,8 +675,10 @@ func TestPoisonMessage(t *testing.T) {
 	if info.State.Msgs != 0 {
 		t.Errorf("%d messages left in the work queue", info.State.Msgs)
 	}
-	if st, _ := e.status(bad.Checkout.OrderID); st != "" {
-		t.Errorf("poison order written: %s", st)
+	for _, c := range []order.Command{bad, invalid} {
+		if st, _ := e.status(c.Checkout.OrderID); st != "" {
+			t.Errorf("poison order written: %s", st)
+		}
 	}
 }
 
