@@ -146,7 +146,8 @@ func TestOrderNumbersAreUniquePerSequence(t *testing.T) {
 	if NumberFor(at, 1) == NumberFor(at, 2) {
 		t.Error("two sequence values gave one number")
 	}
-	if IdempotentID("u1", "k") != IdempotentID("u1", "k") || IdempotentID("u1", "k") == IdempotentID("u2", "k") {
+	a, again := IdempotentID("u1", "k"), IdempotentID("u1", "k")
+	if a != again || a == IdempotentID("u2", "k") || a == IdempotentID("u1", "k2") {
 		t.Error("IdempotentID is not a function of user and key")
 	}
 }

@@ -134,7 +134,7 @@ func TestOrdersByUser(t *testing.T) {
 	f := newOrderFixture(t, db)
 	ctx := context.Background()
 	base := time.Now().Add(-time.Hour)
-	var want []uuid.UUID // newest first
+	var want []uuid.UUID // u1's orders
 	for i := range 7 {
 		// Two orders share each instant: the id breaks the tie.
 		at := base.Add(time.Duration(i/2) * time.Second)
@@ -149,6 +149,15 @@ func TestOrdersByUser(t *testing.T) {
 	}
 	if len(all) != 7 {
 		t.Fatalf("got %d orders, want 7", len(all))
+	}
+	mine := make(map[uuid.UUID]bool, len(want))
+	for _, id := range want {
+		mine[id] = true
+	}
+	for _, o := range all {
+		if !mine[o.ID] {
+			t.Errorf("order %s is not one of u1's", o.ID)
+		}
 	}
 	for i := 1; i < len(all); i++ {
 		if !order.CursorOf(&all[i-1]).Before(&all[i]) {

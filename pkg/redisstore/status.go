@@ -174,7 +174,7 @@ func (s *Store) CacheOrder(ctx context.Context, o *order.Order) error {
 // recent orders placed through PutPending, newest first. Orders whose state
 // is no longer cached are left out.
 func (s *Store) RecentOrders(ctx context.Context, userID string, limit int) ([]*order.Order, error) {
-	ids, err := s.rdb.ZRevRange(ctx, s.userOrdersKey(userID), 0, int64(limit)-1).Result()
+	ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.userOrdersKey(userID), Start: 0, Stop: int64(limit) - 1, Rev: true}).Result()
 	if err != nil {
 		return nil, statusUnavailable("recent orders", err)
 	}
