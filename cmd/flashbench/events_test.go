@@ -18,8 +18,9 @@ import (
 
 // eventBus is a real JetStream server with the ORDER_EVENTS stream.
 type eventBus struct {
-	t  *testing.T
-	js jetstream.JetStream
+	t      *testing.T
+	js     jetstream.JetStream
+	settle time.Duration // how long verify waits on a quiet stream
 }
 
 func newEventBus(t *testing.T) *eventBus {
@@ -37,7 +38,7 @@ func newEventBus(t *testing.T) *eventBus {
 	if err := natsbus.EnsureStreams(context.Background(), js, natsbus.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	return &eventBus{t: t, js: js}
+	return &eventBus{t: t, js: js, settle: 500 * time.Millisecond}
 }
 
 // publish publishes ev as the outbox relay does: on orders.events.<type>
@@ -69,7 +70,7 @@ func decision(id uuid.UUID, status order.Status) order.Event {
 func (b *eventBus) verify(accepted map[uuid.UUID]order.Status, wait time.Duration) EventReport {
 	b.t.Helper()
 	r, err := verifyEvents(context.Background(), b.js, EventScope{
-		Accepted: accepted, Since: time.Now().Add(-time.Minute), Wait: wait, Settle: 500 * time.Millisecond,
+		Accepted: accepted, Since: time.Now().Add(-time.Minute), Wait: wait, Settle: b.settle,
 	})
 	if err != nil {
 		b.t.Fatalf("verifyEvents: %v", err)
@@ -127,12 +128,17 @@ func TestVerifyEventsMissingDecision(t *testing.T) {
 func TestVerifyEventsLateDecisionIsAwaited(t *testing.T) {
 	t.Parallel()
 	b := newEventBus(t)
+	// Quiet for longer than the relay's delay, even on a loaded machine.
+	b.settle = 4 * time.Second
 	a := uuid.New()
+	published := make(chan struct{})
 	go func() {
+		defer close(published)
 		time.Sleep(300 * time.Millisecond) // the outbox relay is behind
 		b.publish(decision(a, order.StatusConfirmed), "")
 	}()
-	r := b.verify(map[uuid.UUID]order.Status{a: order.StatusConfirmed}, 5*time.Second)
+	r := b.verify(map[uuid.UUID]order.Status{a: order.StatusConfirmed}, 10*time.Second)
+	<-published
 	if got := failedChecks(r.Checks); len(got) != 0 {
 		t.Errorf("failed checks %v", got)
 	}
