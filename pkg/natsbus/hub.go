@@ -20,6 +20,27 @@ import (
 // no order waiter wants, are not delivered to it at all.
 const HubSubject = "orders.events.order.>"
 
+// StatusSubject carries the workers' status notes: right after a batch is
+// committed and cached, a worker publishes the batch's decided orders as one
+// JSON array on this core NATS subject (not a stream: it is a wake-up, not a
+// record). Waiters see a decision at once instead of after the outbox relay
+// has published its event; the event still arrives later and changes
+// nothing, since statuses only move forward.
+const StatusSubject = "orders.status"
+
+// NotifyStatus publishes orders on StatusSubject. It is best effort: a lost
+// note only delays waiters until the event or their next re-read.
+func NotifyStatus(nc *nats.Conn, orders []*order.Order) error {
+	if len(orders) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(orders)
+	if err != nil {
+		return fmt.Errorf("status note: %w", err)
+	}
+	return nc.Publish(StatusSubject, data)
+}
+
 // HubBuffer is how many changes one waiter's channel holds. An order changes
 // status at most three times, so a waiter that reads at all never loses one;
 // a waiter that does not read loses the oldest, never the newest.
@@ -35,7 +56,7 @@ const HubBuffer = 4
 // loses its oldest change. Events published while the connection is down
 // are missed, so waiters also re-read the status cache now and then.
 type Hub struct {
-	sub     *nats.Subscription
+	subs    []*nats.Subscription
 	log     *slog.Logger
 	mu      sync.Mutex
 	closed  bool
@@ -54,24 +75,35 @@ func NewHub(nc *nats.Conn, log *slog.Logger) (*Hub, error) {
 		log = slog.Default()
 	}
 	h := &Hub{log: log, waiters: make(map[uuid.UUID]map[*hubWaiter]struct{})}
-	sub, err := nc.Subscribe(HubSubject, h.deliver)
-	if err != nil {
-		return nil, fmt.Errorf("hub: subscribe %s: %w", HubSubject, err)
+	for subject, cb := range map[string]nats.MsgHandler{HubSubject: h.deliver, StatusSubject: h.deliverNote} {
+		sub, err := nc.Subscribe(subject, cb)
+		if err != nil {
+			h.unsubscribe()
+			return nil, fmt.Errorf("hub: subscribe %s: %w", subject, err)
+		}
+		h.subs = append(h.subs, sub)
+		// The callback is quick; a burst of a flash sale's decisions may
+		// still queue up. Allow a large backlog rather than drop events as
+		// a slow consumer.
+		if err := sub.SetPendingLimits(1<<20, 512<<20); err != nil {
+			h.unsubscribe()
+			return nil, fmt.Errorf("hub: pending limits: %w", err)
+		}
 	}
-	// The callback is quick; a burst of a flash sale's decisions may still
-	// queue up. Allow a large backlog rather than drop events as a slow
-	// consumer.
-	if err := sub.SetPendingLimits(1<<20, 512<<20); err != nil {
-		sub.Unsubscribe()
-		return nil, fmt.Errorf("hub: pending limits: %w", err)
-	}
-	// Make sure the server has the subscription before anyone waits on it.
+	// Make sure the server has the subscriptions before anyone waits on them.
 	if err := nc.FlushTimeout(5 * time.Second); err != nil {
-		sub.Unsubscribe()
+		h.unsubscribe()
 		return nil, fmt.Errorf("hub: flush subscription: %w", err)
 	}
-	h.sub = sub
 	return h, nil
+}
+
+func (h *Hub) unsubscribe() {
+	for _, sub := range h.subs {
+		if err := sub.Unsubscribe(); err != nil {
+			h.log.Debug("hub: unsubscribe", "err", err)
+		}
+	}
 }
 
 // Wait returns a channel that receives the order each time an event about
@@ -129,11 +161,7 @@ func (h *Hub) Close() {
 	waiters := h.waiters
 	h.waiters = nil
 	h.mu.Unlock()
-	if h.sub != nil {
-		if err := h.sub.Unsubscribe(); err != nil {
-			h.log.Debug("hub: unsubscribe", "err", err)
-		}
-	}
+	h.unsubscribe()
 	for _, set := range waiters {
 		for w := range set {
 			close(w.ch)
@@ -167,9 +195,9 @@ func (h *Hub) deliver(m *nats.Msg) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	set := h.waiters[id]
-	if len(set) == 0 {
+	waiting := len(h.waiters[id]) > 0
+	h.mu.Unlock()
+	if !waiting {
 		return
 	}
 	var o order.Order
@@ -177,9 +205,32 @@ func (h *Hub) deliver(m *nats.Msg) {
 		h.log.Warn("hub: event without its order", "subject", m.Subject, "order", id, "err", err)
 		return
 	}
+	h.hand(&o)
+}
+
+// deliverNote is the callback of the workers' status notes.
+func (h *Hub) deliverNote(m *nats.Msg) {
+	if h.count.Load() == 0 {
+		return
+	}
+	var orders []*order.Order
+	if err := json.Unmarshal(m.Data, &orders); err != nil {
+		h.log.Warn("hub: undecodable status note", "err", err)
+		return
+	}
+	for _, o := range orders {
+		h.hand(o)
+	}
+}
+
+// hand gives o to the waiters of its order.
+func (h *Hub) hand(o *order.Order) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.waiters[o.ID]
 	for w := range set {
 		select {
-		case w.ch <- &o:
+		case w.ch <- o:
 			continue
 		default:
 		}
@@ -191,7 +242,7 @@ func (h *Hub) deliver(m *nats.Msg) {
 		default:
 		}
 		select {
-		case w.ch <- &o:
+		case w.ch <- o:
 		default:
 			h.dropped.Add(1)
 		}

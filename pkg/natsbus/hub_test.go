@@ -229,3 +229,31 @@ func TestHubIgnoresGarbage(t *testing.T) {
 	}
 	none(t, ch)
 }
+
+// A worker's status note wakes every waiter of the orders it names at once,
+// before any event is published.
+func TestHubStatusNote(t *testing.T) {
+	e := newHubEnv(t)
+	a := &order.Order{ID: uuid.New(), Status: order.StatusConfirmed}
+	b := &order.Order{ID: uuid.New(), Status: order.StatusRejected, RejectReason: order.RejectOutOfStock}
+	cha, stopA := e.hub.Wait(a.ID)
+	defer stopA()
+	chb, stopB := e.hub.Wait(b.ID)
+	defer stopB()
+	if err := natsbus.NotifyStatus(e.nc, []*order.Order{a, b, {ID: uuid.New(), Status: order.StatusConfirmed}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		ch   <-chan *order.Order
+		want *order.Order
+	}{{cha, a}, {chb, b}} {
+		select {
+		case got := <-w.ch:
+			if got.ID != w.want.ID || got.Status != w.want.Status {
+				t.Errorf("got %s %s, want %s %s", got.ID, got.Status, w.want.ID, w.want.Status)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no note for order %s", w.want.ID)
+		}
+	}
+}

@@ -184,7 +184,14 @@ func (w *Worker) cache(ctx context.Context, res *postgres.BatchResult) error {
 	if len(res.Orders) == 0 && len(res.CartRemovals) == 0 {
 		return nil
 	}
-	return w.d.Redis.ApplyDecisions(ctx, res.Orders, res.CartRemovals)
+	if err := w.d.Redis.ApplyDecisions(ctx, res.Orders, res.CartRemovals); err != nil {
+		return err
+	}
+	// Wake the waiting clients now; the events follow through the outbox.
+	if err := natsbus.NotifyStatus(w.d.NC, res.Orders); err != nil {
+		w.log.Debug("status note not sent", "err", err)
+	}
+	return nil
 }
 
 // count records a batch's outcomes.
