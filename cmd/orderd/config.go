@@ -172,7 +172,7 @@ var options = []option{
 	{flag: "pin-ttl", env: "PIN_TTL", def: "5s",
 		usage: "how long a partition stays pinned to a silent worker before another takes it over", roles: workerRoles,
 		bind: func(c *Config) flag.Value { return (*durationValue)(&c.PinTTL) }},
-	{flag: "ack-wait", env: "ACK_WAIT", def: "30s",
+	{flag: "ack-wait", env: "ACK_WAIT", def: "10s",
 		usage: "how long JetStream waits for a command's ack before redelivering it", roles: workerRoles,
 		bind: func(c *Config) flag.Value { return (*durationValue)(&c.AckWait) }},
 	{flag: "max-deliver", env: "MAX_DELIVER", def: "10",

@@ -57,7 +57,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		PaymentHold:        15 * time.Minute,
 		BatchSize:          500,
 		PinTTL:             5 * time.Second,
-		AckWait:            30 * time.Second,
+		AckWait:            10 * time.Second,
 		MaxDeliver:         10,
 		ReservationTimeout: 10 * time.Second,
 		WorkerName:         c.WorkerName, // hostname-pid, checked below

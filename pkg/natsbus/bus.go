@@ -94,9 +94,10 @@ func EventStreamConfig(c StreamConfig) jetstream.StreamConfig {
 	}
 }
 
-// EnsureStreams creates or updates both streams, idempotently.
+// EnsureStreams creates or updates the streams (commands, events, dead
+// letters), idempotently.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
-	for _, sc := range []jetstream.StreamConfig{CommandStreamConfig(c), EventStreamConfig(c)} {
+	for _, sc := range []jetstream.StreamConfig{CommandStreamConfig(c), EventStreamConfig(c), DeadLetterStreamConfig(c)} {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}

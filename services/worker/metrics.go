@@ -17,6 +17,14 @@ type metrics struct {
 	relayed       *prometheus.CounterVec   // outbox messages published, by kind
 	relayActive   prometheus.Gauge         // 1 while this process is the active relay
 	sweeps        prometheus.Counter       // orders rejected by the reservation sweeper
+
+	deadLetters    *prometheus.CounterVec // dead letters recorded, by reason
+	deadUnreplayed prometheus.Gauge       // dead letters not replayed yet
+	partPending    *prometheus.GaugeVec   // commands waiting for their partition (consumer NumPending)
+	partAckPending *prometheus.GaugeVec   // commands delivered and not yet acked (NumAckPending)
+	partPinned     *prometheus.GaugeVec   // 1 where this process holds the partition's pin
+	outboxPending  prometheus.Gauge       // outbox rows not yet published
+	outboxAge      prometheus.Gauge       // age of the oldest unpublished outbox row
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,6 +68,34 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "orderd_worker_reservation_timeouts_total",
 			Help: "Multi-partition orders rejected because a reservation missed its deadline.",
 		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderd_dead_letters_total",
+			Help: "Command messages and single commands recorded as dead letters, by reason (max_deliveries, poison_message, poison_command).",
+		}, []string{"reason"}),
+		deadUnreplayed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderd_dead_letters_unreplayed",
+			Help: "Dead letters that no operator replayed yet (all processes).",
+		}),
+		partPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "orderd_partition_pending",
+			Help: "Command messages in a partition's queue not yet delivered to a worker (consumer NumPending): the queue depth.",
+		}, []string{"partition"}),
+		partAckPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "orderd_partition_ack_pending",
+			Help: "Command messages delivered to a partition's worker and not yet acked (consumer NumAckPending).",
+		}, []string{"partition"}),
+		partPinned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "orderd_partition_pinned",
+			Help: "1 on the worker process that holds the partition's pin (the one applying its commands), else 0.",
+		}, []string{"partition"}),
+		outboxPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderd_outbox_pending_rows",
+			Help: "Outbox rows (events, inter-partition commands) not yet published to JetStream.",
+		}),
+		outboxAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderd_outbox_oldest_age_seconds",
+			Help: "Age of the oldest unpublished outbox row (0 when the outbox is empty): the relay's lag.",
+		}),
 	}
 	if reg == nil {
 		return m
@@ -73,6 +109,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.relayed = register(reg, m.relayed)
 	m.relayActive = register(reg, m.relayActive)
 	m.sweeps = register(reg, m.sweeps)
+	m.deadLetters = register(reg, m.deadLetters)
+	m.deadUnreplayed = register(reg, m.deadUnreplayed)
+	m.partPending = register(reg, m.partPending)
+	m.partAckPending = register(reg, m.partAckPending)
+	m.partPinned = register(reg, m.partPinned)
+	m.outboxPending = register(reg, m.outboxPending)
+	m.outboxAge = register(reg, m.outboxAge)
 	return m
 }
 

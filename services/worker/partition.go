@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -86,6 +85,7 @@ func (l *partitionLoop) run(ctx context.Context) {
 			if errors.Is(err, jetstream.ErrPinIDMismatch) {
 				l.log.Info("partition pinned to another worker", "err", err)
 				l.pinID = ""
+				l.w.setPin(l.p, "")
 			} else {
 				l.log.Debug("pull ended", "err", err)
 				sleep(ctx, 100*time.Millisecond)
@@ -105,6 +105,7 @@ func (l *partitionLoop) unpin() {
 		l.log.Info("partition unpinned")
 	}
 	l.pinID = ""
+	l.w.setPin(l.p, "")
 }
 
 // consume applies the messages of one pull as they arrive: everything
@@ -143,6 +144,7 @@ func (l *partitionLoop) process(stop, work context.Context, msgs []jetstream.Msg
 	for _, m := range msgs {
 		if pin := m.Headers().Get("Nats-Pin-Id"); pin != "" {
 			l.pinID = pin
+			l.w.setPin(l.p, pin)
 		}
 		it := &item{msg: m, delivered: 1}
 		if md, err := m.Metadata(); err == nil {
@@ -152,14 +154,15 @@ func (l *partitionLoop) process(stop, work context.Context, msgs []jetstream.Msg
 		if err != nil {
 			// One invalid command must not take the other buyers of its
 			// message with it: keep the valid ones if the envelope parses.
-			var dropped []error
+			var dropped []droppedCommand
 			if cmds, dropped = salvage(m.Data(), l.p, l.w.cfg.Partitions); len(cmds) == 0 {
 				l.settle([]*item{it}, &decodeError{err})
 				continue
 			}
-			for _, derr := range dropped {
-				l.log.Error("command dropped", "reason", &decodeError{derr}, "subject", m.Subject())
+			for _, d := range dropped {
+				l.log.Error("command dropped", "reason", &decodeError{d.err}, "subject", m.Subject())
 				l.w.m.messages.WithLabelValues("drop_command").Inc()
+				l.deadCommand(it, d.cmd, &decodeError{d.err})
 			}
 		}
 		it.cmds = cmds
@@ -177,19 +180,25 @@ func (l *partitionLoop) process(stop, work context.Context, msgs []jetstream.Msg
 	}
 }
 
+// droppedCommand is an invalid command of an envelope and why.
+type droppedCommand struct {
+	cmd order.Command
+	err error
+}
+
 // salvage returns the valid commands of an envelope that failed
-// order.DecodeEnvelope, and why each other one is invalid; none if the
-// envelope itself is malformed.
-func salvage(data []byte, p, n int) ([]order.Command, []error) {
+// order.DecodeEnvelope, and the other ones with why each is invalid; none if
+// the envelope itself is malformed.
+func salvage(data []byte, p, n int) ([]order.Command, []droppedCommand) {
 	var env order.Envelope
 	if err := json.Unmarshal(data, &env); err != nil || len(env.Commands) > order.MaxEnvelopeCommands {
 		return nil, nil
 	}
 	var ok []order.Command
-	var bad []error
+	var bad []droppedCommand
 	for i := range env.Commands {
 		if err := env.Commands[i].Validate(p, n); err != nil {
-			bad = append(bad, err)
+			bad = append(bad, droppedCommand{env.Commands[i], err})
 			continue
 		}
 		ok = append(ok, env.Commands[i])
@@ -215,9 +224,10 @@ func (l *partitionLoop) apply(stop, ctx context.Context, items []*item) {
 			// buyers' commands into one) and apply the rest.
 			var rest []*item
 			for _, it := range items {
-				if it.drop(pe.CommandID) {
+				if cmd, ok := it.drop(pe.CommandID); ok {
 					l.log.Error("command dropped", "reason", err, "command", pe.CommandID, "subject", it.msg.Subject())
 					l.w.m.messages.WithLabelValues("drop_command").Inc()
+					l.deadCommand(it, cmd, err)
 					if len(it.cmds) == 0 {
 						l.settle([]*item{it}, err)
 						continue
@@ -281,7 +291,7 @@ func (l *partitionLoop) applyRetrying(stop, ctx context.Context, items []*item, 
 		last = last || it.delivered >= uint64(l.w.cfg.MaxDeliver)
 	}
 	for attempt := 1; ; attempt++ {
-		res, err := l.w.d.DB.ApplyBatch(ctx, l.p, cmds, l.w.pcfg)
+		res, err := l.w.applyBatch(ctx, l.p, cmds)
 		act, _ := settleAction(err)
 		switch {
 		case act == actRetry && attempt < maxConflictRetries:
@@ -298,15 +308,16 @@ func (l *partitionLoop) applyRetrying(stop, ctx context.Context, items []*item, 
 	}
 }
 
-// drop removes the command id from it, reporting whether it held it.
-func (it *item) drop(id uuid.UUID) bool {
+// drop removes the command id from it and returns it, reporting whether
+// it held it.
+func (it *item) drop(id uuid.UUID) (order.Command, bool) {
 	for i, c := range it.cmds {
 		if c.ID == id {
 			it.cmds = slices.Delete(slices.Clone(it.cmds), i, i+1)
-			return true
+			return c, true
 		}
 	}
-	return false
+	return order.Command{}, false
 }
 
 // applyEach applies the commands of one message one at a time, after a
@@ -329,6 +340,7 @@ func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
 		case actTerm, actSplit:
 			l.log.Error("command dropped", "reason", err, "command", c.ID, "subject", it.msg.Subject())
 			l.w.m.messages.WithLabelValues("drop_command").Inc()
+			l.deadCommand(it, c, err)
 		default:
 			l.settle([]*item{it}, err)
 			return
@@ -343,11 +355,14 @@ func (l *partitionLoop) settle(items []*item, err error) {
 	switch act {
 	case actTerm:
 		for _, it := range items {
-			reason := fmt.Sprintf("%s: %v", why, err)
-			if len(reason) > 200 {
-				reason = reason[:200]
-			}
+			reason := termReason(why, err)
 			l.log.Error("command message dropped", "reason", reason, "subject", it.msg.Subject(), "delivered", it.delivered)
+			if derr := l.deadMessage(it, postgres.DeadPoisonMessage, err); derr != nil {
+				// Not recorded: leave it to a later delivery rather than lose it.
+				l.log.Warn("poison message not recorded as a dead letter; redelivering it", "err", derr)
+				l.nakOne(it, err)
+				continue
+			}
 			if terr := it.msg.TermWithReason(reason); terr != nil {
 				l.log.Warn("term failed", "err", terr)
 			}
@@ -376,14 +391,32 @@ func (l *partitionLoop) nak(items []*item, err error) {
 		l.dbDown = true
 	}
 	for _, it := range items {
-		if it.delivered >= uint64(l.w.cfg.MaxDeliver) {
+		if it.delivered >= uint64(l.w.cfg.MaxDeliver) && !holdable(err) {
 			l.log.Error("command message failed at its last delivery: it becomes a dead letter", "err", err, "subject", it.msg.Subject())
+			if derr := l.deadMessage(it, postgres.DeadMaxDeliveries, err); derr == nil {
+				if terr := it.msg.TermWithReason(termReason("max deliveries", err)); terr != nil {
+					l.log.Warn("term failed", "err", terr)
+				}
+				l.w.m.messages.WithLabelValues("term").Inc()
+				continue
+			} else {
+				l.log.Warn("dead letter not recorded; the server's advisory will", "err", derr)
+			}
 		}
-		if nerr := it.msg.NakWithDelay(nakDelay(it.delivered)); nerr != nil {
-			l.log.Warn("nak failed", "err", nerr)
-		}
-		l.w.m.messages.WithLabelValues("nak").Inc()
+		l.nakOne(it, err)
 	}
+}
+
+// nakOne Naks it for a redelivery after a delay, remembering err for the
+// MAX_DELIVERIES advisory should this be its last delivery.
+func (l *partitionLoop) nakOne(it *item, err error) {
+	if md, merr := it.msg.Metadata(); merr == nil {
+		l.w.lastErrs.put(md.Sequence.Stream, errorText(err))
+	}
+	if nerr := it.msg.NakWithDelay(nakDelay(it.delivered)); nerr != nil {
+		l.log.Warn("nak failed", "err", nerr)
+	}
+	l.w.m.messages.WithLabelValues("nak").Inc()
 }
 
 // keepAlive tells JetStream that msgs are being worked on, every third of

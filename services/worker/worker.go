@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,7 +38,7 @@ type Config struct {
 	Partitions         int           // P: partition = order.Partition(sku, P)
 	BatchSize          int           // max commands per transaction (default 500)
 	PinnedTTL          time.Duration // priority-group pin timeout (default 5s)
-	AckWait            time.Duration // default 30s
+	AckWait            time.Duration // default 10s
 	MaxDeliver         int           // default 10
 	PaymentHold        time.Duration // default 15m (hold_until on confirm; expiry is a later issue, just set hold_until)
 	ReservationTimeout time.Duration // multi-partition saga timeout (default 10s)
@@ -70,6 +71,12 @@ type Worker struct {
 
 	fetchWait time.Duration
 	relay     *relay
+	lastErrs  lastErrors     // last errors of Nak'ed messages, for MAX_DELIVERIES advisories
+	pins      []atomic.Value // per partition: the Nats-Pin-Id this process holds, or ""
+
+	// applyHook, if set (tests), runs before each batch is applied; an
+	// error fails the attempt as if the database had returned it.
+	applyHook func(p int, cmds []order.Command) error
 }
 
 // New checks cfg and d and returns a worker; Run runs it. It fails if
@@ -125,7 +132,28 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		fetchWait: min(time.Second, cfg.PinnedTTL/3),
 	}
 	w.relay = newRelay(w)
+	w.pins = make([]atomic.Value, cfg.Partitions)
 	return w, nil
+}
+
+// setPin records the pin id this process holds on partition p ("" none).
+func (w *Worker) setPin(p int, pin string) { w.pins[p].Store(pin) }
+
+// pin returns the pin id this process holds on partition p, or "".
+func (w *Worker) pin(p int) string {
+	s, _ := w.pins[p].Load().(string)
+	return s
+}
+
+// applyBatch applies cmds in partition p's transaction, after the test
+// hook if one is set.
+func (w *Worker) applyBatch(ctx context.Context, p int, cmds []order.Command) (*postgres.BatchResult, error) {
+	if w.applyHook != nil {
+		if err := w.applyHook(p, cmds); err != nil {
+			return nil, err
+		}
+	}
+	return w.d.DB.ApplyBatch(ctx, p, cmds, w.pcfg)
 }
 
 // Run creates or updates the partition consumers, then runs every
@@ -162,6 +190,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		wg.Go(func() { newPartitionLoop(w, p, c).run(ctx) })
 	}
 	wg.Go(func() { w.sweep(ctx) })
+	wg.Go(func() { w.deadLetters(ctx) })
+	wg.Go(func() { w.watchLag(ctx) })
 	wg.Wait()
 	w.log.Info("partitions drained")
 	stopRelay()

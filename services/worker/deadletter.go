@@ -1,0 +1,264 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flashsale/orderd/pkg/natsbus"
+	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres"
+)
+
+// Dead letters.
+//
+// A command message that is never applied ends in the dead_letters table
+// (the source of truth of GET /v1/admin/dead-letters and its replay) and is
+// copied to the ORDER_DLQ stream with its headers, for NATS tooling. Three
+// ways lead there:
+//
+//   - The worker Terms a poison message (it cannot be decoded): it records
+//     the message with the error first, then TermWithReason. A Term acks
+//     the message in the work queue, which deletes it, so the TERMINATED
+//     advisory that follows could no longer fetch it: the worker is the one
+//     that knows the payload and the error.
+//   - A message fails at its last delivery (MaxDeliver) for anything but a
+//     database outage (those are held, not given up): the worker records it
+//     with the error and Terms it, rather than Nak it into the server's
+//     MAX_DELIVERIES path where the error would be lost.
+//   - A message whose worker never settled it (crashed, hung) past
+//     MaxDeliver: the server publishes a MAX_DELIVERIES advisory and keeps
+//     the message in the work queue. One worker process (a queue group)
+//     gets the advisory, fetches the message by sequence, records it and
+//     deletes it from ORDER_CMDS.
+//
+// A command dropped alone from a good message (invalid, or refused by the
+// database while the others were applied) is recorded as a one-command
+// envelope. Every record is keyed (source_key "seq-<stream seq>" or
+// "cmd-<command id>", Nats-Msg-Id "dlq-<seq>" or "dlq-cmd-<id>"), so two
+// paths or two processes recording one message make one dead letter.
+
+// deadLetterTimeout bounds recording one dead letter.
+const deadLetterTimeout = 10 * time.Second
+
+// lastErrors remembers the last error of messages this process Nak'ed, by
+// stream sequence, so that a MAX_DELIVERIES advisory handled here can say
+// why. It is bounded: the oldest half goes when it is full.
+type lastErrors struct {
+	mu   sync.Mutex
+	errs map[uint64]string
+}
+
+const maxLastErrors = 10000
+
+func (l *lastErrors) put(seq uint64, err string) {
+	if seq == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.errs == nil {
+		l.errs = map[uint64]string{}
+	}
+	if len(l.errs) >= maxLastErrors {
+		for k := range l.errs {
+			delete(l.errs, k)
+			if len(l.errs) < maxLastErrors/2 {
+				break
+			}
+		}
+	}
+	l.errs[seq] = err
+}
+
+func (l *lastErrors) take(seq uint64) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.errs[seq]
+	delete(l.errs, seq)
+	return e
+}
+
+// recordDead records d and copies it to ORDER_DLQ. The record must succeed
+// (the caller otherwise leaves the message to be redelivered); the copy is
+// best effort.
+func (w *Worker) recordDead(ctx context.Context, d postgres.DeadLetter, msgID string) error {
+	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+	defer cancel()
+	id, created, err := w.d.DB.RecordDeadLetter(ctx, &d)
+	if err != nil {
+		return fmt.Errorf("record dead letter: %w", err)
+	}
+	if created {
+		w.m.deadLetters.WithLabelValues(d.Reason).Inc()
+		w.log.Error("dead letter", "id", id, "reason", d.Reason, "subject", d.Subject, "stream_seq", d.StreamSeq, "deliveries", d.Deliveries, "err", d.LastError)
+	}
+	err = natsbus.PublishDeadLetter(ctx, w.d.JS, natsbus.DeadLetterMsg{
+		Partition: d.Partition, Subject: d.Subject, StreamSeq: d.StreamSeq, Payload: d.Payload,
+		Reason: d.Reason, Deliveries: uint64(d.Deliveries), LastError: d.LastError, MsgID: msgID,
+	})
+	if err != nil {
+		w.log.Warn("dead letter recorded but not copied to ORDER_DLQ", "id", id, "err", err)
+	}
+	return nil
+}
+
+// deadMessage records the whole message of it as a dead letter.
+func (l *partitionLoop) deadMessage(it *item, reason string, cause error) error {
+	seq := uint64(0)
+	if md, err := it.msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
+	key, msgID := "seq-"+strconv.FormatUint(seq, 10), "dlq-"+strconv.FormatUint(seq, 10)
+	if seq == 0 {
+		id := uuid.NewString()
+		key, msgID = "msg-"+id, "dlq-msg-"+id
+	}
+	return l.w.recordDead(context.Background(), postgres.DeadLetter{
+		SourceKey: key, Partition: l.p, Subject: it.msg.Subject(), StreamSeq: seq, Reason: reason,
+		LastError: errorText(cause), Deliveries: int64(it.delivered), Payload: it.msg.Data(),
+	}, msgID)
+}
+
+// deadCommand records one command dropped from it's message, alone in an
+// envelope so that it can be replayed alone.
+func (l *partitionLoop) deadCommand(it *item, cmd order.Command, cause error) {
+	data, err := order.EncodeEnvelope(cmd)
+	if err != nil {
+		l.log.Error("dead command not recorded", "command", cmd.ID, "err", err)
+		return
+	}
+	seq := uint64(0)
+	if md, err := it.msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
+	err = l.w.recordDead(context.Background(), postgres.DeadLetter{
+		SourceKey: "cmd-" + cmd.ID.String(), Partition: l.p, Subject: it.msg.Subject(), StreamSeq: seq,
+		Reason: postgres.DeadPoisonCommand, LastError: errorText(cause), Deliveries: int64(it.delivered), Payload: data,
+	}, "dlq-cmd-"+cmd.ID.String())
+	if err != nil {
+		// The message is acked with the others: this command is only in the log.
+		l.log.Error("dead command not recorded", "command", cmd.ID, "err", err)
+	}
+}
+
+// errorText is err's text, at most 2000 bytes.
+func errorText(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := err.Error()
+	if len(s) > 2000 {
+		s = s[:2000]
+	}
+	return s
+}
+
+// termReason is the Term reason of a message: the error, cut to fit an
+// advisory.
+func termReason(why string, err error) string {
+	r := fmt.Sprintf("%s: %v", why, err)
+	if len(r) > 200 {
+		r = r[:200]
+	}
+	return r
+}
+
+// deadLetters handles the consumers' MAX_DELIVERIES and MSG_TERMINATED
+// advisories until ctx is done.
+func (w *Worker) deadLetters(ctx context.Context) {
+	if w.d.NC == nil {
+		return
+	}
+	ch := make(chan natsbus.Advisory, 4096)
+	subs, err := natsbus.SubscribeDeadLetterAdvisories(w.d.NC, func(a natsbus.Advisory) {
+		select {
+		case ch <- a:
+		default:
+			w.log.Error("dead letter advisory dropped: too many at once", "stream_seq", a.StreamSeq, "consumer", a.Consumer)
+		}
+	})
+	if err != nil {
+		w.log.Error("dead letter advisories not subscribed: exhausted commands stay in the work queue", "err", err)
+		return
+	}
+	defer func() {
+		for _, s := range subs {
+			s.Unsubscribe()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-ch:
+			for attempt := 1; ; attempt++ {
+				err := w.handleAdvisory(ctx, a)
+				if err == nil || ctx.Err() != nil {
+					break
+				}
+				if attempt == 5 {
+					w.log.Error("dead letter advisory not handled; the message stays in the work queue", "stream_seq", a.StreamSeq, "err", err)
+					break
+				}
+				w.log.Warn("dead letter advisory failed; retrying", "stream_seq", a.StreamSeq, "err", err, "attempt", attempt)
+				sleep(ctx, time.Duration(attempt)*time.Second)
+			}
+		}
+	}
+}
+
+// handleAdvisory records the message an advisory names, if it is still in
+// ORDER_CMDS, and deletes it there. A terminated message is normally gone
+// (a Term deletes it from the work queue) and was recorded by the worker
+// that terminated it.
+func (w *Worker) handleAdvisory(ctx context.Context, a natsbus.Advisory) error {
+	p, ok := partitionOf(a.Consumer)
+	if !ok || a.Stream != natsbus.CommandStream {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+	defer cancel()
+	msg, err := natsbus.CommandMessage(ctx, w.d.JS, a.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if a.Terminated {
+			w.lastErrs.take(a.StreamSeq)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	reason, lastErr := postgres.DeadMaxDeliveries, w.lastErrs.take(a.StreamSeq)
+	if a.Terminated {
+		reason, lastErr = postgres.DeadPoisonMessage, a.Reason
+	}
+	if lastErr == "" {
+		lastErr = fmt.Sprintf("no error recorded: the message was delivered %d times and never settled (its worker crashed or timed out)", a.Deliveries)
+	}
+	err = w.recordDead(ctx, postgres.DeadLetter{
+		SourceKey: "seq-" + strconv.FormatUint(a.StreamSeq, 10), Partition: p, Subject: msg.Subject, StreamSeq: a.StreamSeq,
+		Reason: reason, LastError: lastErr, Deliveries: int64(a.Deliveries), Payload: msg.Data,
+	}, "dlq-"+strconv.FormatUint(a.StreamSeq, 10))
+	if err != nil {
+		return err
+	}
+	return natsbus.DeleteCommandMessage(ctx, w.d.JS, a.StreamSeq)
+}
+
+// partitionOf parses a partition consumer's name, "part-<p>".
+func partitionOf(consumer string) (int, bool) {
+	s, ok := strings.CutPrefix(consumer, "part-")
+	if !ok {
+		return 0, false
+	}
+	p, err := strconv.Atoi(s)
+	return p, err == nil && p >= 0
+}

@@ -1,0 +1,223 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flashsale/orderd/pkg/natsbus"
+	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres"
+)
+
+// waitDeadLetters waits until the dead_letters table holds n rows and
+// returns them, oldest first.
+func (e *env) waitDeadLetters(n int, timeout time.Duration) []postgres.DeadLetter {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := e.db.DeadLetters(context.Background(), 0, 100)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if len(got) >= n {
+			for i, j := 0, len(got)-1; i < j; i, j = i+1, j-1 {
+				got[i], got[j] = got[j], got[i]
+			}
+			return got
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("after %v: %d dead letters, want %d", timeout, len(got), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// dlq reads every message of ORDER_DLQ.
+func (e *env) dlq() []*jetstream.RawStreamMsg {
+	e.t.Helper()
+	ctx := context.Background()
+	st, err := e.js.Stream(ctx, natsbus.DeadLetterStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func (e *env) workQueueMsgs() uint64 {
+	e.t.Helper()
+	st, err := e.js.Stream(context.Background(), natsbus.CommandStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// TestDeadLetterPoison: a message that is not an envelope and an invalid
+// command packed with a good one become dead letters with their errors,
+// in the table and on ORDER_DLQ, and the partition goes on.
+func TestDeadLetterPoison(t *testing.T) {
+	e := newEnv(t, 4)
+	sku := e.sku(1, 10, 0)
+	ctx := context.Background()
+	e.start(e.worker("w"))
+	if _, err := e.js.Publish(ctx, order.Subject(1), []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	invalid := e.checkout("u1", sku, 1)
+	invalid.Checkout.PaymentMethod = "barter"
+	good := e.checkout("u2", sku, 1)
+	mixed, _ := order.EncodeEnvelope(good, invalid)
+	if _, err := e.js.Publish(ctx, order.Subject(1), mixed); err != nil {
+		t.Fatal(err)
+	}
+	after := e.checkout("u3", sku, 1)
+	e.publish(1, after)
+	e.waitFinal([]uuid.UUID{good.Checkout.OrderID, after.Checkout.OrderID}, 10*time.Second)
+
+	dls := e.waitDeadLetters(2, 10*time.Second)
+	msg, cmd := dls[0], dls[1]
+	if msg.Reason != postgres.DeadPoisonMessage || msg.Subject != "orders.cmd.1" || string(msg.Payload) != "not json" ||
+		!strings.Contains(msg.LastError, "decode command envelope") || msg.StreamSeq == 0 || msg.Deliveries != 1 || msg.Partition != 1 {
+		t.Errorf("poison message dead letter %+v", msg)
+	}
+	if cmd.Reason != postgres.DeadPoisonCommand || !strings.Contains(cmd.LastError, "payment method") {
+		t.Errorf("poison command dead letter %+v", cmd)
+	}
+	cmds, err := order.DecodeEnvelope(cmd.Payload, 1, 4)
+	if err == nil || len(cmds) != 0 {
+		t.Errorf("the dropped command's envelope decodes: %v", err)
+	}
+	if !strings.Contains(string(cmd.Payload), invalid.ID.String()) || strings.Contains(string(cmd.Payload), good.ID.String()) {
+		t.Errorf("the dropped command's envelope %s: want only the invalid command", cmd.Payload)
+	}
+	if n := e.workQueueMsgs(); n != 0 {
+		t.Errorf("%d messages left in the work queue", n)
+	}
+
+	var copies []*jetstream.RawStreamMsg
+	deadline := time.Now().Add(5 * time.Second)
+	for len(copies) < 2 && time.Now().Before(deadline) {
+		copies = e.dlq()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(copies) != 2 {
+		t.Fatalf("%d messages on ORDER_DLQ, want 2", len(copies))
+	}
+	h := copies[0].Header
+	if copies[0].Subject != "orders.dlq.1" || h.Get(natsbus.DLQReasonHeader) != postgres.DeadPoisonMessage ||
+		h.Get(natsbus.DLQSubjectHeader) != "orders.cmd.1" || h.Get(natsbus.DLQStreamSeqHeader) != strconv.FormatUint(msg.StreamSeq, 10) ||
+		h.Get(natsbus.DLQDeliveriesHeader) != "1" || string(copies[0].Data) != "not json" || h.Get(jetstream.MsgIDHeader) != "dlq-"+strconv.FormatUint(msg.StreamSeq, 10) {
+		t.Errorf("ORDER_DLQ copy %s %v %q", copies[0].Subject, h, copies[0].Data)
+	}
+	if got := copies[1].Header.Get(natsbus.DLQReasonHeader); got != postgres.DeadPoisonCommand {
+		t.Errorf("second copy's reason %q", got)
+	}
+}
+
+// TestDeadLetterMaxDeliveries: a command whose processing keeps failing
+// becomes a dead letter after MaxDeliver deliveries, with the error and
+// the count, and the partition goes on.
+func TestDeadLetterMaxDeliveries(t *testing.T) {
+	e := newEnv(t, 2)
+	sku := e.sku(0, 10, 0)
+	doomed := e.checkout("u1", sku, 1)
+	w := e.worker("w", func(c *Config) { c.MaxDeliver = 3 })
+	w.applyHook = func(_ int, cmds []order.Command) error {
+		for _, c := range cmds {
+			if c.ID == doomed.ID {
+				return errors.New("transient failure that never ends")
+			}
+		}
+		return nil
+	}
+	e.start(w)
+	e.publish(1, doomed)
+	dls := e.waitDeadLetters(1, 20*time.Second)
+	d := dls[0]
+	if d.Reason != postgres.DeadMaxDeliveries || d.Deliveries != 3 || !strings.Contains(d.LastError, "never ends") ||
+		!strings.Contains(string(d.Payload), doomed.ID.String()) {
+		t.Errorf("dead letter %+v", d)
+	}
+	good := e.checkout("u2", sku, 1)
+	e.publish(1, good)
+	e.waitFinal([]uuid.UUID{good.Checkout.OrderID}, 10*time.Second)
+	waitDrained(t, e, 0)
+	if n := e.workQueueMsgs(); n != 0 {
+		t.Errorf("%d messages left in the work queue", n)
+	}
+}
+
+// TestDeadLetterAdvisory: a message its worker never settles (it crashed)
+// is given up by the server after MaxDeliver; the MAX_DELIVERIES advisory
+// makes it a dead letter and removes it from the work queue.
+func TestDeadLetterAdvisory(t *testing.T) {
+	e := newEnv(t, 2)
+	sku := e.sku(0, 10, 0)
+	ctx := context.Background()
+	cons, err := natsbus.EnsurePartitionConsumers(ctx, e.js, 2, natsbus.ConsumerSettings{MaxDeliver: 2, AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.worker("w")
+	dctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.deadLetters(dctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	time.Sleep(100 * time.Millisecond) // the subscription is in place
+
+	cmd := e.checkout("u1", sku, 1)
+	e.publish(1, cmd)
+	deliveries := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for e.count(`SELECT count(*) FROM dead_letters`) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter after %d deliveries", deliveries)
+		}
+		// A worker that takes the message and dies: never settles it.
+		b, err := cons[0].Fetch(1, jetstream.FetchMaxWait(1500*time.Millisecond), jetstream.FetchPriorityGroup(natsbus.PriorityGroup))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range b.Messages() {
+			deliveries++
+		}
+	}
+	dls := e.waitDeadLetters(1, 5*time.Second)
+	if d := dls[0]; d.Reason != postgres.DeadMaxDeliveries || d.Deliveries != 2 || !strings.Contains(d.LastError, "never settled") ||
+		!strings.Contains(string(d.Payload), cmd.ID.String()) || d.StreamSeq == 0 {
+		t.Errorf("dead letter %+v", d)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for e.workQueueMsgs() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the dead message is still in the work queue")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if deliveries != 2 {
+		t.Errorf("%d deliveries, want 2", deliveries)
+	}
+}
