@@ -91,6 +91,9 @@ func EventStreamConfig(c StreamConfig) jetstream.StreamConfig {
 		Duplicates:  2 * time.Minute,
 		MaxAge:      age,
 		Discard:     jetstream.DiscardOld,
+		// The relay publishes a batch of events as one atomic batch: one
+		// fsync per batch (PublishAtomic).
+		AllowAtomicPublish: true,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/lib/pq"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/postgres"
 )
 
@@ -40,6 +41,10 @@ type relay struct {
 	w   *Worker
 	log *slog.Logger
 
+	// atomic publishes runs of events as atomic batches (off when the
+	// process has no NATS connection to send them on).
+	atomic bool
+
 	// afterPublish, if set (tests), runs after a batch was published and
 	// before its rows are deleted; an error aborts the batch there, as a
 	// crash would.
@@ -47,7 +52,7 @@ type relay struct {
 }
 
 func newRelay(w *Worker) *relay {
-	return &relay{w: w, log: w.log.With("component", "relay")}
+	return &relay{w: w, log: w.log.With("component", "relay"), atomic: w.d.NC != nil}
 }
 
 // run relays until ctx is done, then publishes what is left (if active)
@@ -168,10 +173,63 @@ func (r *relay) flush(ctx context.Context, lock *postgres.RelayLock) error {
 	}
 }
 
-// publish publishes rows asynchronously and waits for their acks. It
-// returns how many rows, from the first, are acknowledged, and the first
-// error.
+// publish publishes rows in order and returns how many, from the first,
+// JetStream acknowledged, and the first error. Runs of event rows go out as
+// atomic batches (one fsync each on a one-replica stream); command rows for
+// other partitions, and a batch the server refuses (a row already stored
+// within the dedupe window, after a relay crash), go out one message each.
 func (r *relay) publish(ctx context.Context, rows []postgres.OutboxRow) (int, error) {
+	done := 0
+	for done < len(rows) {
+		end := done + 1
+		for end < len(rows) && end-done < natsbus.MaxAtomicBatch && isEvent(rows[end]) == isEvent(rows[done]) {
+			end++
+		}
+		run := rows[done:end]
+		if isEvent(run[0]) && len(run) > 1 && r.atomic {
+			err := r.publishAtomic(ctx, run)
+			if err == nil {
+				done = end
+				continue
+			}
+			if !errors.Is(err, natsbus.ErrBatchRefused) {
+				return done, err
+			}
+			r.log.Debug("atomic batch refused; publishing one by one", "rows", len(run), "err", err)
+		}
+		n, err := r.publishEach(ctx, run)
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func isEvent(row postgres.OutboxRow) bool { return !strings.HasPrefix(row.Subject, "orders.cmd.") }
+
+// publishAtomic publishes run as one atomic batch.
+func (r *relay) publishAtomic(ctx context.Context, run []postgres.OutboxRow) error {
+	msgs := make([]natsbus.Message, len(run))
+	for i, row := range run {
+		msgs[i] = natsbus.Message{Subject: row.Subject, Data: row.Payload, MsgID: row.MsgID}
+	}
+	actx, cancel := context.WithTimeout(ctx, relayAckWait)
+	defer cancel()
+	if err := natsbus.PublishAtomic(actx, r.w.d.NC, msgs); err != nil {
+		return err
+	}
+	for _, row := range run {
+		r.w.m.relayLag.Observe(time.Since(row.CreatedAt).Seconds())
+	}
+	r.w.m.relayed.WithLabelValues("event").Add(float64(len(run)))
+	return nil
+}
+
+// publishEach publishes rows asynchronously, one message each, and waits
+// for their acks. It returns how many rows, from the first, are
+// acknowledged, and the first error.
+func (r *relay) publishEach(ctx context.Context, rows []postgres.OutboxRow) (int, error) {
 	futs := make([]jetstream.PubAckFuture, 0, len(rows))
 	var perr error
 	for _, row := range rows {
@@ -192,7 +250,7 @@ func (r *relay) publish(ctx context.Context, rows []postgres.OutboxRow) (int, er
 			row := rows[i]
 			r.w.m.relayLag.Observe(time.Since(row.CreatedAt).Seconds())
 			kind := "event"
-			if strings.HasPrefix(row.Subject, "orders.cmd.") {
+			if !isEvent(row) {
 				kind = "command"
 			}
 			r.w.m.relayed.WithLabelValues(kind).Inc()
