@@ -21,7 +21,7 @@ const (
 // defaultURL is where orderd listens by default (HTTP_ADDR :8080).
 const defaultURL = "http://127.0.0.1:8080"
 
-var scenarios = []string{ScenarioHotSKU, ScenarioCartMix, ScenarioSoldOut, ScenarioPreview}
+var scenarios = []string{ScenarioHotSKU, ScenarioCartMix, ScenarioSoldOut, ScenarioPreview, ScenarioRawAccept}
 
 // Config is one run's settings, from flags and environment.
 type Config struct {
@@ -55,7 +55,7 @@ const defaultWaiters = 1024
 func (c *Config) applyDefaults(set map[string]bool) {
 	if !set["stock"] {
 		switch c.Scenario {
-		case ScenarioHotSKU:
+		case ScenarioHotSKU, ScenarioRawAccept:
 			c.Stock = 10000
 		case ScenarioPreview:
 			c.Stock = 1_000_000
@@ -65,7 +65,7 @@ func (c *Config) applyDefaults(set map[string]bool) {
 	}
 	if !set["buyers"] {
 		switch c.Scenario {
-		case ScenarioHotSKU:
+		case ScenarioHotSKU, ScenarioRawAccept:
 			c.Buyers = 50000
 		case ScenarioSoldOut:
 			c.Buyers = int(10 * c.Stock)
@@ -145,6 +145,10 @@ Scenarios:
   sold-out   hot-sku with N = 10 x S by default: checks that exactly S are confirmed
   cart-mix   M SKUs of stock S each, carts of 1 to 5 SKUs, orders spanning partitions
   preview    POST /v1/checkout/preview of 3-line carts for --duration
+  raw-accept hot-sku's checkouts only: counts 202/s, awaits no decision, verifies nothing
+             (against orderd, or against the bare handler of benchlimits http)
+
+  flashbench median [--keys k1,k2] FILE...   medians of the JSON lines of repeated runs
 
 It prints a progress bar on stderr while it runs (when stderr is a terminal
 and --json-only is not set), then one JSON line on stdout. It exits 1 when a

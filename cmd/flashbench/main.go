@@ -49,6 +49,9 @@ func main() {
 
 // run is flashbench from the command line to the exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, tty bool) int {
+	if len(args) > 0 && args[0] == "median" {
+		return runMedian(args[1:], stdout, stderr)
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -97,7 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch {
 	case ctx.Err() != nil:
 		s.addChecks(fail(CheckCompleted, "interrupted: the guarantees were not verified"))
-	case cfg.Scenario != ScenarioPreview:
+	case !measuresOnly(cfg.Scenario):
 		verify(ctx, cfg, r, s, since, logf)
 	}
 

@@ -211,6 +211,10 @@ func (r *runner) load(ctx context.Context) {
 		r.end = r.loadEnd
 		return
 	}
+	if r.cfg.Scenario == ScenarioRawAccept {
+		r.loadRaw(ctx)
+		return
+	}
 
 	r.outs = make([]outcome, len(r.buyers))
 	waitCtx, cancelWait := context.WithCancel(ctx)

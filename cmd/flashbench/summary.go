@@ -90,8 +90,11 @@ func summarize(r *runner) *Summary {
 	if cfg.Scenario == ScenarioCartMix {
 		s.M = len(r.skus)
 	}
-	if cfg.Scenario == ScenarioPreview {
+	switch cfg.Scenario {
+	case ScenarioPreview:
 		return summarizePreview(r, s)
+	case ScenarioRawAccept:
+		return summarizeRaw(r, s)
 	}
 	s.Wait = cfg.Wait
 
