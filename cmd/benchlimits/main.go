@@ -112,7 +112,9 @@ func newBareHandler(secret []byte) http.Handler {
 	mux.HandleFunc("POST /v1/orders", b.checkout)
 	mux.HandleFunc("POST /v1/skus", b.created)
 	mux.HandleFunc("POST /v1/addresses", b.created)
-	ok := func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) }
+	ok := func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
 	mux.HandleFunc("GET /healthz", ok)
 	mux.HandleFunc("GET /readyz", ok)
 	return mux
