@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -47,7 +48,11 @@ type Command struct {
 }
 
 // Checkout is the body of a checkout command: everything the ingress checked
-// and snapshotted. Prices are not in it: the partition prices the order.
+// and snapshotted. Prices, the ingress's quote of each SKU's unit price when
+// it accepted the order, are what the order costs: an order accepted before
+// a price change keeps the old price. A SKU without a quoted price (a
+// command from an ingress that quotes none) is priced by the partition at
+// the SKU's price when it decides.
 type Checkout struct {
 	OrderID        uuid.UUID     `json:"order_id"`
 	OrderNumber    string        `json:"order_number"`
@@ -59,6 +64,14 @@ type Checkout struct {
 	IdempotencyKey string        `json:"idempotency_key,omitempty"`
 	RequestHash    string        `json:"request_hash,omitempty"`
 	FromCart       bool          `json:"from_cart,omitempty"`
+	// Prices maps SKU ids of Lines to their quoted unit prices.
+	Prices map[uuid.UUID]int64 `json:"prices,omitempty"`
+}
+
+// QuotedPrice returns the quoted unit price of a SKU of the order, if any.
+func (k *Checkout) QuotedPrice(sku uuid.UUID) (int64, bool) {
+	p, ok := k.Prices[sku]
+	return p, ok
 }
 
 // Reserve asks a partition to take an order's lines of that partition.
@@ -67,6 +80,8 @@ type Reserve struct {
 	UserID  string        `json:"user_id"`
 	Home    int           `json:"home"`
 	Lines   []LineRequest `json:"lines"`
+	// Prices are the quoted unit prices of Lines' SKUs (see Checkout).
+	Prices map[uuid.UUID]int64 `json:"prices,omitempty"`
 }
 
 // Release asks a partition to give back what an order holds there.
@@ -163,6 +178,9 @@ func (c *Command) Validate(p, n int) error {
 		if err := ValidateLines(k.Lines, "lines"); err != nil {
 			return bad("%v", err)
 		}
+		if err := validPrices(k.Prices, k.Lines); err != nil {
+			return bad("%v", err)
+		}
 		if home := HomePartition(k.Lines, n); home != p {
 			return bad("home partition is %d", home)
 		}
@@ -178,6 +196,9 @@ func (c *Command) Validate(p, n int) error {
 			if Partition(l.SKUID, n) != p {
 				return bad("SKU %s is not in this partition", l.SKUID)
 			}
+		}
+		if err := validPrices(r.Prices, r.Lines); err != nil {
+			return bad("%v", err)
 		}
 	case KindRelease:
 		if c.Release == nil || c.Release.OrderID == uuid.Nil {
@@ -197,6 +218,17 @@ func (c *Command) Validate(p, n int) error {
 		}
 	default:
 		return bad("unknown kind")
+	}
+	return nil
+}
+
+// validPrices checks quoted prices: each of a SKU of lines, from 0 to
+// MaxPrice.
+func validPrices(prices map[uuid.UUID]int64, lines []LineRequest) error {
+	for id, price := range prices {
+		if price < 0 || price > MaxPrice || !slices.ContainsFunc(lines, func(l LineRequest) bool { return l.SKUID == id }) {
+			return fmt.Errorf("quoted price %d of SKU %s", price, id)
+		}
 	}
 	return nil
 }

@@ -104,6 +104,7 @@ type Order struct {
 	AcceptedAt    time.Time     `json:"accepted_at" db:"accepted_at"`
 	DecidedAt     *time.Time    `json:"decided_at,omitempty" db:"decided_at"`
 	HoldUntil     *time.Time    `json:"hold_until,omitempty" db:"hold_until"`
+	PaidAt        *time.Time    `json:"paid_at,omitempty" db:"paid_at"`
 	UpdatedAt     time.Time     `json:"updated_at" db:"updated_at"`
 }
 

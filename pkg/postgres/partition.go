@@ -327,36 +327,9 @@ func (b *partBatch) load(cmds []order.Command) error {
 	if b.orders, err = loadOrders(ctx, tx, lockIDs, true); err != nil {
 		return err
 	}
-	for _, st := range b.orders {
-		if r := st.resv[b.p]; r != nil {
-			for _, l := range r.lines {
-				skus[l.SKUID] = true
-			}
-		}
-		for _, l := range st.o.Lines {
-			if order.Partition(l.SKUID, b.cfg.Partitions) == b.p {
-				skus[l.SKUID] = true
-			}
-		}
-	}
-	if len(skus) > 0 {
-		// NO KEY UPDATE excludes every other writer of the SKU but not the
-		// KEY SHARE locks of foreign keys: another partition that confirms a
-		// multi-partition order inserts lines referencing these SKUs and need
-		// not wait for this batch.
-		var rows []order.SKU
-		err := tx.SelectContext(ctx, &rows, `
-			SELECT id, name, price, currency, stock, initial_stock, restocked, units_sold, per_user_limit,
-				sale_starts_at, sale_ends_at, payment_hold_seconds, paused, created_at, updated_at
-			FROM skus WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE`, pq.Array(uuidTexts(slices.Collect(maps.Keys(skus)))))
-		if err != nil {
-			return fmt.Errorf("lock skus: %w", err)
-		}
-		for i := range rows {
-			s := rows[i]
-			b.before[s.ID] = s
-			b.ledger.SKUs[s.ID] = &rows[i]
-		}
+	b.heldSKUs(skus)
+	if err := b.lockSKUs(skus); err != nil {
+		return err
 	}
 
 	// 2. What was applied already: read after the locks, so a second
@@ -432,6 +405,48 @@ func (b *partBatch) load(cmds []order.Command) error {
 		}
 	}
 	return nil
+}
+
+// lockSKUs locks and reads the SKUs skus (of this partition) into the
+// ledger, in id order. NO KEY UPDATE excludes every other writer of the SKU
+// but not the KEY SHARE locks of foreign keys: another partition that
+// confirms a multi-partition order inserts lines referencing these SKUs and
+// need not wait for this batch.
+func (b *partBatch) lockSKUs(skus map[uuid.UUID]bool) error {
+	if len(skus) == 0 {
+		return nil
+	}
+	var rows []order.SKU
+	err := b.tx.SelectContext(b.ctx, &rows, `
+		SELECT id, name, price, currency, stock, initial_stock, restocked, units_sold, per_user_limit,
+			sale_starts_at, sale_ends_at, payment_hold_seconds, paused, created_at, updated_at
+		FROM skus WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE`, pq.Array(uuidTexts(slices.Collect(maps.Keys(skus)))))
+	if err != nil {
+		return fmt.Errorf("lock skus: %w", err)
+	}
+	for i := range rows {
+		s := rows[i]
+		b.before[s.ID] = s
+		b.ledger.SKUs[s.ID] = &rows[i]
+	}
+	return nil
+}
+
+// heldSKUs adds to skus the SKUs of this partition that the loaded orders
+// hold or reserve here: what releasing them would move.
+func (b *partBatch) heldSKUs(skus map[uuid.UUID]bool) {
+	for _, st := range b.orders {
+		if r := st.resv[b.p]; r != nil {
+			for _, l := range r.lines {
+				skus[l.SKUID] = true
+			}
+		}
+		for _, l := range st.o.Lines {
+			if order.Partition(l.SKUID, b.cfg.Partitions) == b.p {
+				skus[l.SKUID] = true
+			}
+		}
+	}
 }
 
 // loadForeign reads, without a lock, the SKUs of other partitions that
@@ -594,6 +609,7 @@ func (b *partBatch) checkout(c order.Command) error {
 		if !d.OK() {
 			return b.reject(st, d.Reason, d.SKUs, k.Lines)
 		}
+		quote(d.Lines, k.Prices)
 		return b.confirm(st, d.Lines)
 	}
 
@@ -601,6 +617,7 @@ func (b *partBatch) checkout(c order.Command) error {
 	if !d.OK() {
 		return b.reject(st, d.Reason, d.SKUs, k.Lines)
 	}
+	quote(d.Lines, k.Prices)
 	lineNo := make(map[uuid.UUID]int, len(k.Lines))
 	for i, l := range k.Lines {
 		lineNo[l.SKUID] = i
@@ -623,7 +640,7 @@ func (b *partBatch) checkout(c order.Command) error {
 				Kind:      order.KindReserve,
 				Partition: q,
 				At:        at,
-				Reserve:   &order.Reserve{OrderID: k.OrderID, UserID: k.UserID, Home: b.p, Lines: parts[q]},
+				Reserve:   &order.Reserve{OrderID: k.OrderID, UserID: k.UserID, Home: b.p, Lines: parts[q], Prices: quotedOf(parts[q], k.Prices)},
 			})
 			if err != nil {
 				return err
@@ -633,6 +650,32 @@ func (b *partBatch) checkout(c order.Command) error {
 	}
 	b.outcomes = append(b.outcomes, Outcome{OrderID: k.OrderID, Status: order.StatusPending})
 	return nil
+}
+
+// quote sets the unit prices of lines to those the ingress quoted when it
+// accepted the order, where it quoted one: an order accepted before a price
+// change keeps the old price.
+func quote(lines []order.Line, prices map[uuid.UUID]int64) {
+	for i := range lines {
+		if p, ok := prices[lines[i].SKUID]; ok {
+			lines[i].UnitPrice = p
+			lines[i].LineTotal = p * lines[i].Quantity
+		}
+	}
+}
+
+// quotedOf returns the quoted prices of lines' SKUs, nil if none.
+func quotedOf(lines []order.LineRequest, prices map[uuid.UUID]int64) map[uuid.UUID]int64 {
+	var out map[uuid.UUID]int64
+	for _, l := range lines {
+		if p, ok := prices[l.SKUID]; ok {
+			if out == nil {
+				out = make(map[uuid.UUID]int64, len(lines))
+			}
+			out[l.SKUID] = p
+		}
+	}
+	return out
 }
 
 // reserve takes an order's lines in this partition for its home, then
@@ -659,6 +702,7 @@ func (b *partBatch) reserve(c order.Command) error {
 		return b.settle(st, &d)
 	}
 	r.status = resvHeld
+	quote(d.Lines, c.Reserve.Prices)
 	for i, l := range d.Lines {
 		r.lines[i].Name, r.lines[i].UnitPrice = l.Name, l.UnitPrice
 	}
@@ -793,15 +837,24 @@ func (b *partBatch) cancel(c order.Command) error {
 	if st == nil || st.o.UserID != c.Cancel.UserID || st.home != b.p {
 		return nil // no such order of this user at this home
 	}
-	prev := st.o.Status
-	if prev != order.StatusPending && prev != order.StatusConfirmed {
+	if prev := st.o.Status; prev != order.StatusPending && prev != order.StatusConfirmed {
 		return nil // final already (paid orders are not cancelled: refunds are out of scope)
 	}
+	return b.end(st, order.StatusCancelled)
+}
+
+// end moves st, pending or confirmed at its home partition (this one), to
+// a final status that holds nothing (cancelled, expired), announces it, and
+// gives its stock back: what it holds in this partition through the ledger
+// in this transaction, what it holds in others by release commands through
+// the outbox. Cancel and expiry share it.
+func (b *partBatch) end(st *orderState, to order.Status) error {
+	prev := st.o.Status
 	b.touch(st)
 	if prev == order.StatusPending {
 		b.priceRequested(st, st.requested()) // its lines were not written yet
 	}
-	st.o.Status = order.StatusCancelled
+	st.o.Status = to
 	st.o.UpdatedAt = b.now
 	if err := b.emit(st); err != nil {
 		return err

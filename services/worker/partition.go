@@ -35,6 +35,7 @@ type partitionLoop struct {
 	pinID   string  // the Nats-Pin-Id of the last message: this process holds the pin
 	avgCmds float64 // moving average of commands per message, to size pulls
 	dbDown  bool    // the last batch failed because the database was unreachable
+	exp     expiry  // the sweep of orders whose payment hold passed (expiry.go)
 }
 
 // item is one fetched message and its commands.
@@ -72,6 +73,7 @@ func (l *partitionLoop) run(ctx context.Context) {
 		}
 		backoff = 100 * time.Millisecond
 		l.consume(ctx, work, batch)
+		l.expire(ctx)
 		if l.dbDown {
 			// This process cannot reach the database: give the partition
 			// to a worker that may, and stay out of the way for a pin TTL.
@@ -85,6 +87,7 @@ func (l *partitionLoop) run(ctx context.Context) {
 			if errors.Is(err, jetstream.ErrPinIDMismatch) {
 				l.log.Info("partition pinned to another worker", "err", err)
 				l.pinID = ""
+				l.exp.notPinned = true
 				l.w.setPin(l.p, "")
 			} else {
 				l.log.Debug("pull ended", "err", err)
@@ -144,6 +147,7 @@ func (l *partitionLoop) process(stop, work context.Context, msgs []jetstream.Msg
 	for _, m := range msgs {
 		if pin := m.Headers().Get("Nats-Pin-Id"); pin != "" {
 			l.pinID = pin
+			l.exp.notPinned = false
 			l.w.setPin(l.p, pin)
 		}
 		it := &item{msg: m, delivered: 1}
