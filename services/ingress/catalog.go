@@ -5,6 +5,7 @@ func (s *Server) catalogRoutes() {
 	s.handle("POST /v1/skus", s.admin(s.createSKU))
 	s.handle("GET /v1/skus", s.user(s.listSKUs))
 	s.handle("GET /v1/skus/{id}", s.user(s.getSKU))
+	s.adminSKURoutes()
 
 	s.handle("POST /v1/addresses", s.user(s.createAddress))
 	s.handle("GET /v1/addresses", s.user(s.listAddresses))

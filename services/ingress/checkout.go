@@ -259,7 +259,7 @@ func (s *Server) replayCheckout(w http.ResponseWriter, r *http.Request, id uuid.
 // checkout command and publishes it.
 func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkoutRequest, id uuid.UUID, key, hash string) error {
 	ctx, user := r.Context(), principal(r.Context()).UserID
-	lines, err := s.checkoutFacts(ctx, user, req)
+	lines, prices, err := s.checkoutFacts(ctx, user, req)
 	if err != nil {
 		return err
 	}
@@ -286,6 +286,7 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkou
 			IdempotencyKey: key,
 			RequestHash:    hash,
 			FromCart:       req.CartSKUIDs != nil,
+			Prices:         prices,
 		},
 	}
 	if err := cmd.Validate(cmd.Partition, s.cfg.Partitions); err != nil {
@@ -307,7 +308,8 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkou
 // cart checkout's SKUs must be in the caller's cart with a quantity (which
 // the lines snapshot), and no SKU's sale may be paused. The address and the
 // SKUs are read concurrently. Field errors of both checks come in one 422.
-func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRequest) ([]order.LineRequest, error) {
+// It also returns the SKUs' current prices, the order's quote.
+func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRequest) ([]order.LineRequest, map[uuid.UUID]int64, error) {
 	var (
 		wg      sync.WaitGroup
 		addrErr error
@@ -318,9 +320,12 @@ func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRe
 		_, addrErr = s.Addresses.Address(ctx, user, req.AddressID)
 	}()
 	lines, cartErr := s.checkoutLines(ctx, user, req)
-	var paused map[uuid.UUID]bool
+	var (
+		paused map[uuid.UUID]bool
+		prices map[uuid.UUID]int64
+	)
 	if cartErr == nil {
-		paused = s.pausedSKUs(ctx, lines)
+		paused, prices = s.quoteSKUs(ctx, lines)
 	}
 	wg.Wait()
 	var f order.Fields
@@ -329,24 +334,24 @@ func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRe
 	case order.ENOTFOUND:
 		f.Add("address_id", "is not one of your addresses")
 	default:
-		return nil, addrErr
+		return nil, nil, addrErr
 	}
 	switch order.ErrorCode(cartErr) {
 	case "":
 	case order.EINVALID:
 		f = append(f, order.ErrorFields(cartErr)...)
 	default:
-		return nil, cartErr
+		return nil, nil, cartErr
 	}
 	if err := f.Err("the order cannot be placed"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, l := range lines {
 		if paused[l.SKUID] {
-			return nil, order.Errorf(order.EPAUSED, "the sale of SKU %s is paused", l.SKUID)
+			return nil, nil, order.Errorf(order.EPAUSED, "the sale of SKU %s is paused", l.SKUID)
 		}
 	}
-	return lines, nil
+	return lines, prices, nil
 }
 
 // checkoutLines returns the order's lines: the items of a direct purchase,
@@ -380,24 +385,26 @@ func (s *Server) checkoutLines(ctx context.Context, user string, req *checkoutRe
 	return lines, nil
 }
 
-// pausedSKUs returns which of the lines' SKUs have their sale paused. The
+// quoteSKUs returns which of the lines' SKUs have their sale paused, and
+// the current prices of those that exist (the order's quote, which the
+// partition charges even if the price changes before it decides), from the
+// in-process SKU cache (skucache.go): no PostgreSQL query per checkout. The
 // partition rejects a paused SKU's order anyway (sale_paused); this early
 // check only spares the buyer the wait, so when the catalog cannot be read
-// it logs and lets the order through.
-func (s *Server) pausedSKUs(ctx context.Context, lines []order.LineRequest) map[uuid.UUID]bool {
-	if s.SKUs == nil {
-		return nil
-	}
+// it logs and lets the order through unquoted (the partition then prices
+// it when it decides).
+func (s *Server) quoteSKUs(ctx context.Context, lines []order.LineRequest) (map[uuid.UUID]bool, map[uuid.UUID]int64) {
 	ids := make([]uuid.UUID, len(lines))
 	for i, l := range lines {
 		ids[i] = l.SKUID
 	}
-	skus, err := s.SKUs.SKUsByID(ctx, ids)
+	skus, err := s.skus.get(ctx, ids)
 	if err != nil {
 		s.log.WarnContext(ctx, "checkout: cannot read the SKUs for the pause check; the partition will check", "err", err)
-		return nil
+		return nil, nil
 	}
 	var paused map[uuid.UUID]bool
+	var prices map[uuid.UUID]int64
 	for id, sku := range skus {
 		if sku.Paused {
 			if paused == nil {
@@ -405,8 +412,12 @@ func (s *Server) pausedSKUs(ctx context.Context, lines []order.LineRequest) map[
 			}
 			paused[id] = true
 		}
+		if prices == nil {
+			prices = make(map[uuid.UUID]int64, len(skus))
+		}
+		prices[id] = sku.Price
 	}
-	return paused
+	return paused, prices
 }
 
 // pendingOrder is what the status cache holds for a checkout until its

@@ -51,7 +51,7 @@ func TestCheckoutDirectPublishesOneCommand(t *testing.T) {
 		Checkout: &order.Checkout{
 			OrderID: a.OrderID, OrderNumber: a.OrderNumber, UserID: b.ID, AddressID: b.Address,
 			PaymentMethod: order.PayCard, Lines: lines, ShippingFee: testShippingFee,
-			RequestHash: c.Checkout.RequestHash,
+			RequestHash: c.Checkout.RequestHash, Prices: map[uuid.UUID]int64{sku.ID: 12000},
 		},
 	}
 	if diff := cmp.Diff(want, c.Command); diff != "" {

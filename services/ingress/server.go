@@ -22,6 +22,7 @@ type Config struct {
 	ShippingFee    int64         // flat shipping fee in minor units
 	Partitions     int           // number of stock partitions
 	PublishTimeout time.Duration // how long a checkout waits for JetStream's ack before answering 503
+	WebhookSecret  string        // PAYMENT_WEBHOOK_SECRET: signs the payment webhook (empty: the route answers 503)
 }
 
 // Checker is a dependency that readiness checks.
@@ -43,8 +44,12 @@ type Deps struct {
 	Publisher Publisher
 	Numbers   NumberSource
 	Waiter    Waiter
-	Ready     []Checker
-	Registry  *prometheus.Registry
+	Payments  PaymentStore  // the payment webhook (payments.go); nil: the route answers 503
+	SKUAdmin  SKUAdminStore // pause, resume, PATCH and audit of SKUs (admin_skus.go)
+	// Notify, if set, sends status notes of changed orders (natsbus.NotifyStatus).
+	Notify   func(orders []*order.Order) error
+	Ready    []Checker
+	Registry *prometheus.Registry
 }
 
 // Server is the HTTP ingress.
@@ -54,7 +59,8 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
-	routes  []string // "METHOD /pattern" of every route, for the OpenAPI test
+	routes  []string  // "METHOD /pattern" of every route, for the OpenAPI test
+	skus    *skuCache // SKUs for the checkout's pause check and price quote (skucache.go)
 }
 
 // New returns a server with every route registered.
@@ -72,6 +78,7 @@ func New(cfg Config, d Deps) *Server {
 		cfg.PublishTimeout = 5 * time.Second
 	}
 	s := &Server{Deps: d, cfg: cfg, log: d.Log, mux: http.NewServeMux()}
+	s.skus = newSKUCache(d.SKUs, skuCacheTTL, d.Log)
 	s.metrics = newMetrics(d.Registry)
 	s.registerRoutes()
 	return s
@@ -107,6 +114,7 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /openapi.json", s.openAPI)
 	s.catalogRoutes()
 	s.orderRoutes()
+	s.paymentRoutes()
 	// Anything else is a 404 problem, not the mux's plain text.
 	s.mux.Handle("/", s.instrument("unmatched", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, order.Errorf(order.ENOTFOUND, "no route %s %s", r.Method, truncate(r.URL.Path, 128)))
