@@ -97,6 +97,31 @@ fuzz: deps ## run every Fuzz* test for FUZZTIME (default 10s) each
 	done; \
 	echo "fuzz: $$found fuzz tests run"
 
+# make bench [S=10000 N=50000 C=256 RUNS=3]: the hot-SKU benchmark (see
+# scripts/bench.sh); results and medians in BENCH_DIR.
+S ?= 10000
+N ?= 50000
+C ?= 256
+RUNS ?= 3
+BENCH_DIR ?= /tmp/orderd-bench
+PEER_DIR ?= $(CURDIR)/../shared/peers/django-seed
+
+.PHONY: bench
+bench: deps ## hot-sku against orderd serve (durable defaults) RUNS times on fresh state, medians: make bench S=10000 N=50000 C=256
+	S=$(S) N=$(N) C=$(C) RUNS=$(RUNS) BENCH_DIR=$(BENCH_DIR) bash scripts/bench.sh
+
+.PHONY: bench-limits
+bench-limits: deps ## the ceilings: bare HTTP, orderd accept path, JetStream durable writes, PostgreSQL batched transaction
+	S=$(S) N=$(N) C=$(C) BENCH_DIR=$(BENCH_DIR) bash scripts/bench-limits.sh
+
+.PHONY: bench-peer
+bench-peer: ## the django-seed peer (PEER_DIR) with the same S N C; its JSON goes to BENCH_DIR/peer.json
+	@mkdir -p $(BENCH_DIR)
+	@echo "bench-peer: $$(uptime)" >&2
+	line=$$($(PEER_DIR)/run.sh $(S) $(N) $(C) | tail -1); \
+	echo "$$line" | jq -c --argjson S $(S) --argjson N $(N) --argjson C $(C) '{S: $$S, N: $$N, C: $$C} + .' > $(BENCH_DIR)/peer.json; \
+	cat $(BENCH_DIR)/peer.json
+
 .PHONY: clean
 clean: ## remove bin/ and the embedded NATS store (data/)
 	rm -rf bin data
