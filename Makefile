@@ -16,6 +16,9 @@ GO ?= go
 # environment. Never use it anywhere else.
 JWT_SECRET ?= dev-only-secret-change-me-0123456789abcdef
 export JWT_SECRET
+# The same for the payment webhook's signatures (make run, make pay).
+PAYMENT_WEBHOOK_SECRET ?= dev-only-webhook-secret-change-me
+export PAYMENT_WEBHOOK_SECRET
 
 # Tool versions known to work with Go 1.26.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -83,6 +86,11 @@ build: ## build bin/orderd (and bin/flashbench)
 .PHONY: token
 token: ## print a JWT signed with JWT_SECRET: make token SUB=u1 [ADMIN=1] [TTL=24h]
 	@$(GO) run ./cmd/orderd token --sub "$(SUB)" --ttl "$(TTL)" $(if $(ADMIN),--admin)
+
+# make pay ORDER=<order id> [URL=http://127.0.0.1:8080] [AMOUNT=... CURRENCY=...] [REF=...]
+.PHONY: pay
+pay: ## pay an order through the signed payment webhook: make pay ORDER=<id> (amount from DATABASE_URL)
+	@$(GO) run ./cmd/orderd pay --order "$(ORDER)" $(if $(URL),--url "$(URL)") $(if $(AMOUNT),--amount "$(AMOUNT)") $(if $(CURRENCY),--currency "$(CURRENCY)") $(if $(REF),--provider-ref "$(REF)")
 
 .PHONY: fuzz
 fuzz: deps ## run every Fuzz* test for FUZZTIME (default 10s) each

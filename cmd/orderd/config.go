@@ -148,7 +148,7 @@ var options = []option{
 		usage: fmt.Sprintf("HS256 secret of the bearer tokens (required, at least %d bytes)", MinSecretLen), roles: []Role{RoleServe, RoleAPI, RoleToken},
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.JWTSecret) }},
 	{flag: "payment-webhook-secret", env: "PAYMENT_WEBHOOK_SECRET", def: "", secret: true,
-		usage: "HMAC-SHA256 secret of the payment provider's webhook signatures (the webhook route is not in this build yet)", roles: httpRoles,
+		usage: "HMAC-SHA256 secret of the payment provider's webhook signatures (empty: POST /v1/payments/webhook answers 503)", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.PaymentWebhookSecret) }},
 	{flag: "shipping-fee", env: "SHIPPING_FEE", def: "1000",
 		usage: "flat shipping fee in minor units (cents)", roles: httpRoles,

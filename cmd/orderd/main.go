@@ -9,6 +9,7 @@
 //	orderd migrate   up | down | status
 //	orderd token     --sub USER [--admin] [--ttl 24h]: mint a development JWT
 //	orderd probe     [--url URL]: exit 0 if URL answers 2xx (container healthcheck)
+//	orderd pay       --order ID: send a signed payment webhook for an order (development)
 //
 // Every option is a flag and an environment variable; `orderd CMD --help`
 // lists them with their defaults.
@@ -76,6 +77,7 @@ Commands:
   migrate   up | down | status: the database migrations
   token     --sub USER [--admin] [--ttl 24h]: print a development JWT
   probe     [--url http://127.0.0.1:8080/readyz]: exit 0 if the URL answers 2xx
+  pay       --order ID [--url URL] [--amount N --currency EUR] [--provider-ref REF]: send a signed payment webhook
   help      this text; "orderd help CMD" or "orderd CMD --help" lists CMD's options
 
 Every option is a flag and an environment variable (the flag wins).
@@ -97,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprint(stdout, mainUsage)
 		return nil
+	case "pay":
+		return runPay(ctx, args, stdout)
 	}
 	var cmd *command
 	for i := range commands {

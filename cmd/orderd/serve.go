@@ -24,6 +24,7 @@ import (
 
 	"github.com/flashsale/orderd/pkg/auth"
 	"github.com/flashsale/orderd/pkg/natsbus"
+	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/pkg/postgres"
 	"github.com/flashsale/orderd/pkg/redisstore"
 	"github.com/flashsale/orderd/services/ingress"
@@ -145,6 +146,9 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			Status:    rs,
 			Numbers:   db,
 			Waiter:    hub,
+			Payments:  db,
+			SKUAdmin:  db,
+			Notify:    func(orders []*order.Order) error { return natsbus.NotifyStatus(nc, orders) },
 			Ready: []ingress.Checker{
 				{Name: "postgres", Ping: db.Ping},
 				{Name: "redis", Ping: rs.Ping},
@@ -159,12 +163,11 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		} else {
 			deps.Publisher = natsbus.NewPublisher(js)
 		}
-		// PAYMENT_WEBHOOK_SECRET is read and masked, but ingress.Config has
-		// no field for it until the payment webhook lands.
 		handler = ingress.New(ingress.Config{
 			ShippingFee:    cfg.ShippingFee,
 			Partitions:     cfg.Partitions,
 			PublishTimeout: cfg.PublishTimeout,
+			WebhookSecret:  cfg.PaymentWebhookSecret,
 		}, deps).Handler()
 	}
 	var runWorkers func(context.Context) error
