@@ -144,3 +144,73 @@ func wantSKU(t *testing.T, api *api, id uuid.UUID, stock, sold, restocked int64)
 		t.Fatal(err)
 	}
 }
+
+// TestCancelPendingOrderThroughHTTP: a buyer cancels an order before any
+// worker has seen it (SPEC: "cancel a pending or unpaid order"). When the
+// worker starts, the order ends cancelled, whatever it went through, and
+// holds nothing: the SKU's stock is whole again.
+func TestCancelPendingOrderThroughHTTP(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	api := st.startIngress(t, "api-1")
+	ctx := context.Background()
+
+	sku := api.createSKU(t, "umbrella", 3)
+	b := api.newBuyers(t, 1)[0]
+	acc, _, err := api.checkout(ctx, b, directBody(b, sku.ID, 2), "umbrella")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o order.Order
+	api.mustCall(t, "POST", "/v1/orders/"+acc.OrderID.String()+"/cancel", b.Token, nil, http.StatusAccepted, &o)
+	if o.Status != order.StatusPending {
+		t.Errorf("cancel of an order no worker has seen answered %s, want it as it is: pending", o.Status)
+	}
+
+	st.startWorker(t, "worker-1")
+	// Read until cancelled: what a long-poll answers may be ahead of what a
+	// read right after it answers (TestStatusNeverGoesBack), which is not
+	// this test's concern.
+	var got *order.Order
+	err = eventually(30*time.Second, func() error {
+		var err error
+		if got, err = api.order(ctx, b, acc.OrderID, 0); err == nil && got.Status != order.StatusCancelled {
+			err = fmt.Errorf("order cancelled while pending is %s (%s), want cancelled", got.Status, got.RejectReason)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSKU(t, api, sku.ID, 3, 0, 0)
+	st.awaitCommandsApplied(t, 10*time.Second)
+	var status order.Status
+	if err := st.DB.Get(&status, `SELECT status FROM orders WHERE id = $1`, acc.OrderID); err != nil || status != order.StatusCancelled {
+		t.Errorf("PostgreSQL: order is %q (%v), want cancelled", status, err)
+	}
+	err = eventually(10*time.Second, func() error {
+		evs, err := readEvents(ctx, st.JS, order.EventCancelled)
+		if err != nil {
+			return err
+		}
+		if len(evs) != 1 || evs[0].Subject != acc.OrderID.String() {
+			return fmt.Errorf("%d order.cancelled events, want one for order %s", len(evs), acc.OrderID)
+		}
+		return evs[0].check()
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	d, err := readDecisions(ctx, st.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, ev := range d.ByOrder[acc.OrderID] {
+		types = append(types, ev.Type)
+	}
+	if len(types) > 1 {
+		t.Errorf("decision events of the cancelled order: %q, want at most one", types)
+	}
+	t.Logf("decision events of the order cancelled while pending: %q", types)
+}
