@@ -48,6 +48,20 @@ go build -trimpath -o bin/benchlimits ./cmd/benchlimits
 
 db_url() { sed -E "s#(postgres(ql)?://[^/]*)/[^?]*#\1/$1#" <<<"$PG_URL"; }
 
+# redis_clean PREFIX: delete the run's keys (SCAN with a large COUNT: the
+# server may hold many other keys).
+redis_clean() {
+  command -v redis-cli >/dev/null || return 0
+  local c=0 r
+  while :; do
+    mapfile -t r < <(redis-cli -u "$REDIS_URL" SCAN "$c" MATCH "$1*" COUNT 10000 2>/dev/null)
+    [[ ${#r[@]} -gt 0 ]] || return 0
+    c=${r[0]}
+    if [[ ${#r[@]} -gt 1 ]]; then redis-cli -u "$REDIS_URL" DEL "${r[@]:1}" >/dev/null 2>&1 || true; fi
+    [[ "$c" == 0 ]] && return 0
+  done
+}
+
 pid="" db="" natsdir="" prefix=""
 stop() {
   if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
@@ -59,9 +73,7 @@ stop() {
   pid=""
   [[ -n "$db" ]] && { psql "$PG_URL" -qAt -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; }
   [[ -n "$natsdir" ]] && rm -rf "$natsdir"
-  if [[ -n "$prefix" ]] && command -v redis-cli >/dev/null; then
-    redis-cli -u "$REDIS_URL" --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
-  fi
+  [[ -n "$prefix" ]] && redis_clean "$prefix"
   db="" natsdir="" prefix=""
 }
 trap stop EXIT

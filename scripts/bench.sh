@@ -12,7 +12,7 @@
 # created; default the test server of scripts/deps.sh); REDIS_URL;
 # BENCH_HTTP_PORT (18080), BENCH_NATS_PORT (14222), BENCH_METRICS_PORT
 # (19090), away from a developer's orderd on :8080; JWT_SECRET; KEEP=1 keeps
-# the databases and NATS stores.
+# the databases and NATS stores; FB_TIMEOUT (flashbench --timeout, 300s).
 #
 # Each run's flashbench JSON line, with orderd's peak RSS (VmHWM of
 # /proc/<pid>/status at the end of the run) and the load average added, is
@@ -34,6 +34,10 @@ NATS_PORT="${BENCH_NATS_PORT:-14222}"
 METRICS_PORT="${BENCH_METRICS_PORT:-19090}"
 JWT_SECRET="${JWT_SECRET:-dev-only-secret-change-me-0123456789abcdef}"
 KEEP="${KEEP:-0}"
+# How long flashbench waits for decisions after the load: long enough that
+# every decision is seen by a waiter, not found by the final sweep (whose
+# decisions do not count in decided/s).
+FB_TIMEOUT="${FB_TIMEOUT:-300s}"
 
 log() { echo "bench: $*" >&2; }
 
@@ -49,6 +53,20 @@ go build -trimpath -o bin/flashbench ./cmd/flashbench
 # db_url NAME: PG_URL with its database replaced by NAME.
 db_url() { sed -E "s#(postgres(ql)?://[^/]*)/[^?]*#\1/$1#" <<<"$PG_URL"; }
 
+# redis_clean PREFIX: delete the run's keys (SCAN with a large COUNT: the
+# server may hold many other keys).
+redis_clean() {
+  command -v redis-cli >/dev/null || return 0
+  local c=0 r
+  while :; do
+    mapfile -t r < <(redis-cli -u "$REDIS_URL" SCAN "$c" MATCH "$1*" COUNT 10000 2>/dev/null)
+    [[ ${#r[@]} -gt 0 ]] || return 0
+    c=${r[0]}
+    if [[ ${#r[@]} -gt 1 ]]; then redis-cli -u "$REDIS_URL" DEL "${r[@]:1}" >/dev/null 2>&1 || true; fi
+    [[ "$c" == 0 ]] && return 0
+  done
+}
+
 pid="" db="" natsdir="" prefix=""
 cleanup() {
   if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
@@ -63,9 +81,7 @@ cleanup() {
       psql "$PG_URL" -qAt -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     fi
     [[ -n "$natsdir" ]] && rm -rf "$natsdir"
-    if [[ -n "$prefix" ]] && command -v redis-cli >/dev/null; then
-      redis-cli -u "$REDIS_URL" --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1 || true
-    fi
+    [[ -n "$prefix" ]] && redis_clean "$prefix"
   fi
   db="" natsdir="" prefix=""
 }
@@ -100,7 +116,7 @@ for i in $(seq 1 "$RUNS"); do
   log "run $i/$RUNS: database $db, orderd pid $pid; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
   rc=0
   line=$(bin/flashbench hot-sku --url "http://127.0.0.1:$HTTP_PORT" --jwt-secret "$JWT_SECRET" \
-    --stock "$S" --buyers "$N" --concurrency "$C" \
+    --stock "$S" --buyers "$N" --concurrency "$C" --timeout "$FB_TIMEOUT" \
     --database-url "$DATABASE_URL" --nats-url "nats://127.0.0.1:$NATS_PORT" --json-only) || rc=$?
   rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
   load=$(cut -d' ' -f1 /proc/loadavg)
@@ -115,7 +131,7 @@ for i in $(seq 1 "$RUNS"); do
   cleanup
 done
 
-keys=accept_per_s,decided_per_s,accept_p50_ms,accept_p99_ms,decide_p50_ms,decide_p99_ms,orderd_peak_rss_mb,accepted,confirmed,rejected,lost,errors,oversold,load1_after
+keys=accept_per_s,decided_per_s,accept_p50_ms,accept_p99_ms,decide_p50_ms,decide_p99_ms,orderd_peak_rss_mb,accepted,confirmed,rejected,lost,errors,oversold,decided_after_timeout,sellout_s,load1_after
 bin/flashbench median --keys "$keys" "$results" >"$BENCH_DIR/bench-median.json"
 jq -c --argjson S "$S" --argjson N "$N" --argjson C "$C" '. + {S: $S, N: $N, C: $C}' "$BENCH_DIR/bench-median.json" >"$BENCH_DIR/bench-median.json.tmp"
 mv "$BENCH_DIR/bench-median.json.tmp" "$BENCH_DIR/bench-median.json"
