@@ -212,3 +212,28 @@ func TestParseWait(t *testing.T) {
 		}
 	}
 }
+
+// A long-poll of an order decided before the poll arrived answers at once;
+// ?since=confirmed waits for what follows the decision.
+func TestLongPollSince(t *testing.T) {
+	t.Parallel()
+	e := newOrderEnv(t)
+	b := e.newBuyer(t)
+	sku := e.createSKU(t, newSKU("Sneaker", 100, 10))
+	id := e.mustCheckout(t, b, directBody(b, order.LineRequest{SKUID: sku.ID, Quantity: 1}), "").OrderID
+	e.decide(t, id, order.StatusConfirmed)
+
+	start := time.Now()
+	var got order.Order
+	e.mustDo(t, "GET", "/v1/orders/"+id.String()+"?wait=5s", b.Token, nil, http.StatusOK, &got)
+	wantStatus(t, &got, order.StatusConfirmed)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("a decided order's long-poll answered after %s, want at once", d)
+	}
+	start = time.Now()
+	e.mustDo(t, "GET", "/v1/orders/"+id.String()+"?wait=0.8&since=confirmed", b.Token, nil, http.StatusOK, &got)
+	if d := time.Since(start); d < 700*time.Millisecond {
+		t.Errorf("since=confirmed answered after %s, want it to wait for a later status", d)
+	}
+	e.mustDo(t, "GET", "/v1/orders/"+id.String()+"?wait=1s&since=shipped", b.Token, nil, http.StatusUnprocessableEntity, nil)
+}

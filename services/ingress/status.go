@@ -92,6 +92,21 @@ func parseWait(r *http.Request) (time.Duration, error) {
 	return d, nil
 }
 
+// parseSince reads ?since=, the status the long-polling client last saw;
+// absent is pending.
+func parseSince(r *http.Request) (order.Status, error) {
+	v := r.URL.Query().Get("since")
+	if v == "" {
+		return order.StatusPending, nil
+	}
+	st, ok := order.ParseStatus(v)
+	if !ok {
+		return "", order.Invalid("invalid since", order.FieldError{Field: "since",
+			Detail: "must be an order status: pending, confirmed, paid, rejected, expired or cancelled"})
+	}
+	return st, nil
+}
+
 func invalidWait() error {
 	return order.Invalid("invalid wait", order.FieldError{Field: "wait",
 		Detail: "must be a duration such as 10s, or a number of seconds, from 0 to 30s"})
@@ -99,15 +114,22 @@ func invalidWait() error {
 
 // getOrder is GET /v1/orders/{id}: the caller's order, its status and (once
 // decided) totals. Right after the 202 it answers pending: the ingress
-// cached the pending order before publishing it. With ?wait=D it long-polls:
-// an order that is not final is answered when its status changes, or after
-// D with its status then.
+// cached the pending order before publishing it. With ?wait=D it long-polls
+// until the order has moved past the status the client last saw, named by
+// ?since= (default pending: a buyer waits for the decision), or after D with
+// its status then. An order already past it is answered at once, so a
+// decision that landed before the poll arrived is not held back; a client
+// that saw confirmed and waits for the payment asks ?since=confirmed.
 func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathUUID(r, "id")
 	if err != nil {
 		return err
 	}
 	wait, err := parseWait(r)
+	if err != nil {
+		return err
+	}
+	since, err := parseSince(r)
 	if err != nil {
 		return err
 	}
@@ -127,7 +149,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !o.Status.Final() {
+	if !o.Status.Final() && order.StatusRank(o.Status) <= order.StatusRank(since) {
 		o, err = s.awaitChange(ctx, user, o, changes, wait)
 		if err != nil {
 			return err
