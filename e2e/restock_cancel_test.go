@@ -54,13 +54,16 @@ func TestRestockAndCancelThroughHTTP(t *testing.T) {
 		t.Fatalf("order %s is %s with grand total %d, want confirmed with %d", o.ID, o.Status, o.GrandTotal, 3*sku.Price+shippingFee)
 	}
 	wantSKU(t, api, sku.ID, 9, 3, 7)
+	// The long-poll can answer before the status cache has the decision
+	// (TestStatusNeverGoesBack); the steps below read the cache.
+	awaitRead(t, api, owner, acc.OrderID, order.StatusConfirmed)
 
 	// Another user's cancel: 404, as if the order did not exist.
 	cancel := "/v1/orders/" + acc.OrderID.String() + "/cancel"
 	api.mustCall(t, "POST", cancel, stranger.Token, nil, http.StatusNotFound, nil)
 	api.mustCall(t, "GET", "/v1/orders/"+acc.OrderID.String(), stranger.Token, nil, http.StatusNotFound, nil)
 	if o, err := api.order(ctx, owner, acc.OrderID, 0); err != nil || o.Status != order.StatusConfirmed {
-		t.Fatalf("after another user's cancel the order is %v (%v), want confirmed", o, err)
+		t.Fatalf("after another user's cancel the order is %+v (%v), want confirmed", o, err)
 	}
 
 	// The owner's cancel: the order becomes cancelled, its units go back.
@@ -75,6 +78,7 @@ func TestRestockAndCancelThroughHTTP(t *testing.T) {
 		t.Fatalf("cancelled order is %s, want cancelled", o.Status)
 	}
 	wantSKU(t, api, sku.ID, 12, 0, 7)
+	awaitRead(t, api, owner, acc.OrderID, order.StatusCancelled)
 
 	// Cancelling again: 409; the stranger still gets 404.
 	resp, err := api.do(ctx, "POST", cancel, owner.Token, nil, nil)
@@ -168,20 +172,9 @@ func TestCancelPendingOrderThroughHTTP(t *testing.T) {
 	}
 
 	st.startWorker(t, "worker-1")
-	// Read until cancelled: what a long-poll answers may be ahead of what a
-	// read right after it answers (TestStatusNeverGoesBack), which is not
-	// this test's concern.
-	var got *order.Order
-	err = eventually(30*time.Second, func() error {
-		var err error
-		if got, err = api.order(ctx, b, acc.OrderID, 0); err == nil && got.Status != order.StatusCancelled {
-			err = fmt.Errorf("order cancelled while pending is %s (%s), want cancelled", got.Status, got.RejectReason)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Plain reads, not a long-poll: the confirmation may show in between,
+	// and a read right after a long-poll may lag it (TestStatusNeverGoesBack).
+	awaitRead(t, api, b, acc.OrderID, order.StatusCancelled)
 	wantSKU(t, api, sku.ID, 3, 0, 0)
 	st.awaitCommandsApplied(t, 10*time.Second)
 	var status order.Status
@@ -213,4 +206,20 @@ func TestCancelPendingOrderThroughHTTP(t *testing.T) {
 		t.Errorf("decision events of the cancelled order: %q, want at most one", types)
 	}
 	t.Logf("decision events of the order cancelled while pending: %q", types)
+}
+
+// awaitRead waits up to 30s until a plain read of the order (the status
+// cache, then PostgreSQL) answers want, and fails the test if it does not.
+func awaitRead(t *testing.T, api *api, b buyer, id uuid.UUID, want order.Status) {
+	t.Helper()
+	err := eventually(30*time.Second, func() error {
+		o, err := api.order(context.Background(), b, id, 0)
+		if err == nil && o.Status != want {
+			err = fmt.Errorf("order %s is %s (%s), want %s", id, o.Status, o.RejectReason, want)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
