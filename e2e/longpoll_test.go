@@ -3,25 +3,18 @@ package e2e
 import (
 	"context"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/flashsale/orderd/pkg/order"
 )
 
-// TestLongPollOfDecidedOrder shows a known defect, skipped unless
-// E2E_KNOWN_BUGS=1: a buyer who got the 202 (pending) long-polls
+// TestLongPollOfDecidedOrder: a buyer who got the 202 (pending) long-polls
 // GET /v1/orders/{id}?wait=5s to learn the decision. If the order was
-// confirmed before the long-poll arrived, the ingress waits the whole 5s
-// for a further change (payment) instead of answering at once: the buyer
-// knew "pending", and the status has changed since, but the API has no way
-// to say so. flashbench's waitPoll (?wait=25s right after the 202) stalls
-// 25s on every order decided before its poll, which inflates decide_p99.
+// confirmed before the long-poll arrived, the answer must come at once (the
+// long-poll waits only while the order is at the status the client last
+// saw, ?since=, pending by default), not after the whole wait.
 func TestLongPollOfDecidedOrder(t *testing.T) {
-	if os.Getenv("E2E_KNOWN_BUGS") == "" {
-		t.Skip("known defect of the long-poll (set E2E_KNOWN_BUGS=1 to run)")
-	}
 	t.Parallel()
 	st := newStack(t)
 	api := st.startIngress(t, "api-1")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,24 +11,15 @@ import (
 	"github.com/flashsale/orderd/pkg/order"
 )
 
-// TestStatusNeverGoesBack shows a known defect, skipped unless
-// E2E_KNOWN_BUGS=1: a buyer's reads of an order's status must never go
-// back (pending after confirmed). 20 buyers check out and cancel while no
-// worker runs; when the worker starts, it confirms and cancels each order in
-// one batch. Each buyer long-polls the decision, then reads the order at
-// once: that read sometimes answers pending.
-//
-// Why: the long-poll is woken by the order's event, and the event can
-// overtake the status cache. The worker commits the batch, wakes the relay
-// (and PostgreSQL's NOTIFY wakes every relay) and only then writes the
-// decisions to Redis (services/worker/partition.go, wakeRelay before
-// cache); the relay publishes order.confirmed, the ingress's hub hands it
-// to the long-poll, and the buyer's next GET reads the status cache, still
-// pending. It also happens, less often, to plain decisions under load.
+// TestStatusNeverGoesBack: a buyer's reads of an order's status must never
+// go back (pending after confirmed). 20 buyers check out and cancel while
+// no worker runs; when the worker starts, it confirms and cancels each order
+// in one batch. Each buyer long-polls the decision, then reads the order at
+// once: that read must not answer pending. (The events can overtake the
+// status cache; the worker now writes the cache before it wakes the relay,
+// and the ingress answers the later of the cache and the latest status its
+// hub has seen.)
 func TestStatusNeverGoesBack(t *testing.T) {
-	if os.Getenv("E2E_KNOWN_BUGS") == "" {
-		t.Skip("known defect: the status cache lags the events (set E2E_KNOWN_BUGS=1 to run)")
-	}
 	t.Parallel()
 	const buyers = 20
 	st := newStack(t)

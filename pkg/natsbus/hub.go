@@ -63,6 +63,37 @@ type Hub struct {
 	waiters map[uuid.UUID]map[*hubWaiter]struct{}
 	count   atomic.Int64 // waiters registered, read without the lock
 	dropped atomic.Int64
+	recent  recentOrders // guarded by mu
+}
+
+// HubRecent is how many orders' latest status a Hub remembers.
+const HubRecent = 1 << 17
+
+// recentOrders remembers the latest status the hub saw of the most recent
+// orders, oldest forgotten first.
+type recentOrders struct {
+	ring   []uuid.UUID
+	next   int
+	latest map[uuid.UUID]*order.Order
+}
+
+func (r *recentOrders) remember(o *order.Order) {
+	if old, ok := r.latest[o.ID]; ok {
+		if order.StatusRank(o.Status) > order.StatusRank(old.Status) {
+			r.latest[o.ID] = o
+		}
+		return
+	}
+	if r.ring == nil {
+		r.ring = make([]uuid.UUID, HubRecent)
+		r.latest = make(map[uuid.UUID]*order.Order)
+	}
+	if evict := r.ring[r.next]; evict != uuid.Nil {
+		delete(r.latest, evict)
+	}
+	r.ring[r.next] = o.ID
+	r.next = (r.next + 1) % len(r.ring)
+	r.latest[o.ID] = o
 }
 
 type hubWaiter struct {
@@ -142,6 +173,16 @@ func (h *Hub) Wait(id uuid.UUID) (<-chan *order.Order, func()) {
 	}
 }
 
+// Recent returns the latest state the hub saw of order id, or nil. The
+// status cache can lag an order's event by a moment (the worker writes it
+// after the commit that the relay publishes); a reader that takes the later
+// of the two never sees a status go back after a long-poll answered it.
+func (h *Hub) Recent(id uuid.UUID) *order.Order {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.recent.latest[id]
+}
+
 // Waiting returns the number of registered waiters.
 func (h *Hub) Waiting() int { return int(h.count.Load()) }
 
@@ -179,9 +220,6 @@ type hubEvent struct {
 
 // deliver is the subscription's callback.
 func (h *Hub) deliver(m *nats.Msg) {
-	if h.count.Load() == 0 {
-		return
-	}
 	var ev hubEvent
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		h.log.Warn("hub: undecodable event", "subject", m.Subject, "err", err)
@@ -194,12 +232,6 @@ func (h *Hub) deliver(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	h.mu.Lock()
-	waiting := len(h.waiters[id]) > 0
-	h.mu.Unlock()
-	if !waiting {
-		return
-	}
 	var o order.Order
 	if err := json.Unmarshal(ev.Data, &o); err != nil || o.ID != id {
 		h.log.Warn("hub: event without its order", "subject", m.Subject, "order", id, "err", err)
@@ -210,9 +242,6 @@ func (h *Hub) deliver(m *nats.Msg) {
 
 // deliverNote is the callback of the workers' status notes.
 func (h *Hub) deliverNote(m *nats.Msg) {
-	if h.count.Load() == 0 {
-		return
-	}
 	var orders []*order.Order
 	if err := json.Unmarshal(m.Data, &orders); err != nil {
 		h.log.Warn("hub: undecodable status note", "err", err)
@@ -223,10 +252,14 @@ func (h *Hub) deliverNote(m *nats.Msg) {
 	}
 }
 
-// hand gives o to the waiters of its order.
+// hand remembers o and gives it to the waiters of its order.
 func (h *Hub) hand(o *order.Order) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.recent.remember(o)
 	set := h.waiters[o.ID]
 	for w := range set {
 		select {

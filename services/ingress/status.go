@@ -44,6 +44,22 @@ func errNoOrder(id uuid.UUID) error { return order.Errorf(order.ENOTFOUND, "no o
 // and another user's are both ENOTFOUND. When Redis fails, it reads
 // PostgreSQL alone.
 func (s *Server) ownedOrder(ctx context.Context, user string, id uuid.UUID) (*order.Order, error) {
+	o, err := s.storedOrder(ctx, user, id)
+	if err != nil || s.Waiter == nil {
+		return o, err
+	}
+	// The events can overtake the status cache: never answer a status
+	// older than one this process has already seen (and may have answered).
+	if r := s.Waiter.Recent(id); r != nil && r.UserID == user && order.StatusRank(r.Status) > order.StatusRank(o.Status) {
+		c := *r
+		return &c, nil
+	}
+	return o, nil
+}
+
+// storedOrder reads the caller's order from the status cache, then from
+// PostgreSQL.
+func (s *Server) storedOrder(ctx context.Context, user string, id uuid.UUID) (*order.Order, error) {
 	o, err := s.Status.OrderStatus(ctx, id)
 	switch order.ErrorCode(err) {
 	case "":

@@ -258,10 +258,13 @@ func (l *partitionLoop) apply(stop, ctx context.Context, items []*item) {
 	}
 	l.w.m.batchCommands.WithLabelValues(l.label).Observe(float64(len(cmds)))
 	l.w.count(res)
+	// The status cache first, then the relay: a client woken by an event
+	// must not read an older status from the cache.
+	cacheErr := l.w.cache(ctx, res)
 	if res.Outbox > 0 {
 		l.w.wakeRelay()
 	}
-	if err := l.w.cache(ctx, res); err != nil {
+	if err := cacheErr; err != nil {
 		// Committed: a redelivery skips the commands and caches again.
 		// At the last delivery the cache stays behind; PostgreSQL and the
 		// events have the decision.
@@ -335,11 +338,12 @@ func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
 		switch act, _ := settleAction(err); act {
 		case actAck:
 			l.w.count(res)
+			cacheErr := l.w.cache(ctx, res)
 			if res.Outbox > 0 {
 				l.w.wakeRelay()
 			}
-			if err := l.w.cache(ctx, res); err != nil {
-				l.log.Warn("status cache update failed after commit", "err", err)
+			if cacheErr != nil {
+				l.log.Warn("status cache update failed after commit", "err", cacheErr)
 			}
 		case actTerm, actSplit:
 			l.log.Error("command dropped", "reason", err, "command", c.ID, "subject", it.msg.Subject())
