@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -49,6 +50,11 @@ type Config struct {
 	ShippingFee          int64
 	PublishTimeout       time.Duration
 	PublishBatch         bool
+
+	CheckoutRate         float64
+	CheckoutBurst        int
+	CheckoutInflight     int
+	MaxInflightCheckouts int
 
 	Partitions         int
 	PaymentHold        time.Duration
@@ -159,6 +165,18 @@ var options = []option{
 	{flag: "publish-batch", env: "PUBLISH_BATCH", def: "true",
 		usage: "group commit: under load, pack concurrent checkouts of one partition into one JetStream message, one fsync for many orders (false: one message per checkout)", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*boolValue)(&c.PublishBatch) }},
+	{flag: "checkout-rate", env: "CHECKOUT_RATE", def: "5",
+		usage: "checkouts per second per user (token bucket; beyond it 429 with Retry-After); 0: no limit", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*float64Value)(&c.CheckoutRate) }},
+	{flag: "checkout-burst", env: "CHECKOUT_BURST", def: "10",
+		usage: "checkouts a user may send at once before CHECKOUT_RATE applies (the token bucket's size)", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.CheckoutBurst) }},
+	{flag: "checkout-inflight", env: "CHECKOUT_INFLIGHT", def: "2",
+		usage: "checkouts in flight per user (beyond them 429 with Retry-After); 0: no limit", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.CheckoutInflight) }},
+	{flag: "max-inflight-checkouts", env: "MAX_INFLIGHT_CHECKOUTS", def: "4096",
+		usage: "checkouts in flight in this process, of all users (beyond them 503 with Retry-After, at once); 0: no limit", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.MaxInflightCheckouts) }},
 
 	{flag: "partitions", env: "PARTITIONS", def: "16",
 		usage: "number of stock partitions; every process of a deployment must use the same number", roles: serviceRoles,
@@ -374,6 +392,18 @@ func (c *Config) Validate(role Role) error {
 	if uses("publish-timeout") && c.PublishTimeout <= 0 {
 		bad("PUBLISH_TIMEOUT must be positive")
 	}
+	if uses("checkout-rate") && (c.CheckoutRate < 0 || math.IsNaN(c.CheckoutRate) || math.IsInf(c.CheckoutRate, 0)) {
+		bad("CHECKOUT_RATE must be a number of checkouts per second, 0 or more")
+	}
+	if uses("checkout-burst") && c.CheckoutRate > 0 && c.CheckoutBurst < 1 {
+		bad("CHECKOUT_BURST must be at least 1, not %d", c.CheckoutBurst)
+	}
+	if uses("checkout-inflight") && c.CheckoutInflight < 0 {
+		bad("CHECKOUT_INFLIGHT must not be negative")
+	}
+	if uses("max-inflight-checkouts") && c.MaxInflightCheckouts < 0 {
+		bad("MAX_INFLIGHT_CHECKOUTS must not be negative")
+	}
 	if uses("partitions") && (c.Partitions < 1 || c.Partitions > 1024) {
 		bad("PARTITIONS must be 1 to 1024, not %d", c.Partitions)
 	}
@@ -536,6 +566,7 @@ type (
 	int64Value    int64
 	boolValue     bool
 	durationValue time.Duration
+	float64Value  float64
 )
 
 func (v *stringValue) Set(s string) error { *v = stringValue(s); return nil }
@@ -584,3 +615,13 @@ func (v *durationValue) Set(s string) error {
 	return nil
 }
 func (v *durationValue) String() string { return time.Duration(*v).String() }
+
+func (v *float64Value) Set(s string) error {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return fmt.Errorf("not a number: %q", s)
+	}
+	*v = float64Value(f)
+	return nil
+}
+func (v *float64Value) String() string { return strconv.FormatFloat(float64(*v), 'g', -1, 64) }

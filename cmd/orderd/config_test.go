@@ -63,6 +63,11 @@ func TestParseConfigDefaults(t *testing.T) {
 		WorkerName:         c.WorkerName, // hostname-pid, checked below
 		ShutdownTimeout:    20 * time.Second,
 		LogLevel:           "info",
+
+		CheckoutRate:         5,
+		CheckoutBurst:        10,
+		CheckoutInflight:     2,
+		MaxInflightCheckouts: 4096,
 	}
 	if diff := cmp.Diff(want, *c); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

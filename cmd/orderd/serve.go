@@ -168,6 +168,11 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			Partitions:     cfg.Partitions,
 			PublishTimeout: cfg.PublishTimeout,
 			WebhookSecret:  cfg.PaymentWebhookSecret,
+
+			CheckoutRate:         cfg.CheckoutRate,
+			CheckoutBurst:        cfg.CheckoutBurst,
+			CheckoutInflight:     cfg.CheckoutInflight,
+			MaxInflightCheckouts: cfg.MaxInflightCheckouts,
 		}, deps).Handler()
 	}
 	var runWorkers func(context.Context) error

@@ -13,7 +13,7 @@ import (
 // orderRoutes registers the checkout and order status routes, and the
 // admin's restock (a command like checkout).
 func (s *Server) orderRoutes() {
-	s.handle("POST /v1/orders", s.user(s.checkout))
+	s.handle("POST /v1/orders", s.checkoutLimits(s.checkout))
 	s.handle("GET /v1/orders", s.user(s.listOrders))
 	s.handle("GET /v1/orders/{id}", s.user(s.getOrder))
 	s.handle("GET /v1/orders/{id}/events", s.user(s.orderEvents))

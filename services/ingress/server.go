@@ -23,6 +23,12 @@ type Config struct {
 	Partitions     int           // number of stock partitions
 	PublishTimeout time.Duration // how long a checkout waits for JetStream's ack before answering 503
 	WebhookSecret  string        // PAYMENT_WEBHOOK_SECRET: signs the payment webhook (empty: the route answers 503)
+
+	// Limits of POST /v1/orders (limits.go); 0 turns each off.
+	CheckoutRate         float64 // checkouts per second per user (token bucket)
+	CheckoutBurst        int     // the bucket's size (0: the rate, rounded up)
+	CheckoutInflight     int     // checkouts in flight per user; beyond: 429
+	MaxInflightCheckouts int     // checkouts in flight of all users; beyond: 503
 }
 
 // Checker is a dependency that readiness checks.

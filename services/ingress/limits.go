@@ -1,0 +1,198 @@
+package ingress
+
+import (
+	"encoding/json"
+	"math"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/flashsale/orderd/pkg/order"
+)
+
+// maxLimitedUsers bounds the per-user limiter map: a flood of distinct
+// users costs at most this many entries (about 100 bytes each).
+const maxLimitedUsers = 100_000
+
+// limits guards a write route: a global cap on requests in flight (503
+// beyond it), then, once the caller is known, a token bucket and a cap on
+// requests in flight per user (429 beyond them). Every refusal is answered
+// before the handler runs, so a refused request reads no store, holds no
+// stock and publishes nothing.
+type limits struct {
+	maxInflight  int64 // of all users; 0: no cap
+	inflight     atomic.Int64
+	userRate     rate.Limit // per user; 0: no rate limit
+	userBurst    int
+	userInflight int // per user; 0: no cap
+	maxUsers     int
+
+	mu    sync.Mutex
+	users map[string]*userLimit
+
+	refused *prometheus.CounterVec
+}
+
+// userLimit is one user's token bucket and requests in flight. Guarded by
+// limits.mu, except the limiter, which locks itself.
+type userLimit struct {
+	bucket   *rate.Limiter
+	inflight int
+	lastSeen time.Time
+}
+
+func newLimits(cfg Config, reg *prometheus.Registry) *limits {
+	l := &limits{
+		maxInflight:  int64(max(cfg.MaxInflightCheckouts, 0)),
+		userRate:     rate.Limit(max(cfg.CheckoutRate, 0)),
+		userBurst:    cfg.CheckoutBurst,
+		userInflight: max(cfg.CheckoutInflight, 0),
+		maxUsers:     maxLimitedUsers,
+		users:        make(map[string]*userLimit),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderd_checkout_refused_total",
+			Help: "Checkouts refused before they ran, by reason: rate (429), user_inflight (429), overload (503).",
+		}, []string{"reason"}),
+	}
+	if l.userRate > 0 && l.userBurst <= 0 {
+		l.userBurst = max(1, int(math.Ceil(float64(l.userRate))))
+	}
+	reg.MustRegister(l.refused)
+	return l
+}
+
+// checkoutLimits wraps a user route with the checkout's limits: the global
+// in-flight cap first (before the token is even verified: shedding must be
+// cheap), then authentication, then the caller's own limits.
+// Each call keeps its own counts: wrap a route once.
+func (s *Server) checkoutLimits(h handlerFunc) handlerFunc {
+	l := newLimits(s.cfg, s.Registry)
+	perUser := s.user(func(w http.ResponseWriter, r *http.Request) error {
+		release, err := l.admitUser(principal(r.Context()).UserID, time.Now())
+		if err != nil {
+			return err
+		}
+		defer release()
+		return h(w, r)
+	})
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if l.maxInflight > 0 {
+			if l.inflight.Add(1) > l.maxInflight {
+				l.inflight.Add(-1)
+				l.refused.WithLabelValues("overload").Inc()
+				s.shed(w, r)
+				return nil
+			}
+			defer l.inflight.Add(-1)
+		}
+		return perUser(w, r)
+	}
+}
+
+// shed answers 503 with Retry-After, like writeError but without its log
+// line: under overload, logging every shed request would only add load.
+func (s *Server) shed(w http.ResponseWriter, r *http.Request) {
+	st := statusOf[order.EUNAVAILABLE]
+	p := problem{
+		Type:     problemType(order.EUNAVAILABLE),
+		Title:    st.title,
+		Status:   st.status,
+		Detail:   "the service is at capacity, try again shortly",
+		Instance: r.URL.Path,
+	}
+	w.Header().Set("Retry-After", "1")
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p) // the client may be gone: nothing to do
+}
+
+// admitUser takes one of user's in-flight slots and one token of their
+// bucket, or returns an ERATELIMIT error with a Retry-After. The caller
+// calls release when the request is done.
+func (l *limits) admitUser(user string, now time.Time) (release func(), err error) {
+	if l.userRate <= 0 && l.userInflight <= 0 {
+		return func() {}, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.users[user]
+	if u == nil {
+		if len(l.users) >= l.maxUsers && !l.evict(now) {
+			l.refused.WithLabelValues("overload").Inc()
+			return nil, withRetryAfter(order.Errorf(order.EUNAVAILABLE, "the service is at capacity, try again shortly"), 1)
+		}
+		u = &userLimit{}
+		if l.userRate > 0 {
+			u.bucket = rate.NewLimiter(l.userRate, l.userBurst)
+		}
+		l.users[user] = u
+	}
+	u.lastSeen = now
+	if l.userInflight > 0 && u.inflight >= l.userInflight {
+		l.refused.WithLabelValues("user_inflight").Inc()
+		return nil, withRetryAfter(order.Errorf(order.ERATELIMIT,
+			"you have %d checkouts in progress; wait for one to finish", u.inflight), 1)
+	}
+	if u.bucket != nil {
+		res := u.bucket.ReserveN(now, 1)
+		if d := res.DelayFrom(now); !res.OK() || d > 0 {
+			res.CancelAt(now)
+			l.refused.WithLabelValues("rate").Inc()
+			return nil, withRetryAfter(order.Errorf(order.ERATELIMIT,
+				"at most %g checkouts per second (burst %d) per user", float64(l.userRate), l.userBurst), retrySeconds(d))
+		}
+	}
+	u.inflight++
+	return func() {
+		l.mu.Lock()
+		u.inflight--
+		l.mu.Unlock()
+	}, nil
+}
+
+// retrySeconds rounds a wait up to whole seconds, at least 1.
+func retrySeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// evict makes room in a full user map, and reports whether it did. It
+// first drops the idle users whose bucket has refilled (forgetting them
+// loses nothing: a new entry starts full), then, if that is not a quarter
+// of the map, any users with nothing in flight (they get a fresh bucket
+// next time: under a flood of distinct users, memory stays bounded at the
+// cost of some leniency). Freeing a quarter at a time keeps the sweep's
+// cost amortized. Users with checkouts in flight are never dropped: their
+// number is bounded by the in-flight caps. Called with l.mu held.
+func (l *limits) evict(now time.Time) bool {
+	refill := time.Duration(0)
+	if l.userRate > 0 {
+		refill = time.Duration(float64(l.userBurst) / float64(l.userRate) * float64(time.Second))
+	}
+	target := l.maxUsers - max(l.maxUsers/4, 1)
+	for k, u := range l.users {
+		if u.inflight == 0 && now.Sub(u.lastSeen) >= refill {
+			delete(l.users, k)
+		}
+	}
+	for k, u := range l.users {
+		if len(l.users) <= target {
+			break
+		}
+		if u.inflight == 0 {
+			delete(l.users, k)
+		}
+	}
+	return len(l.users) < l.maxUsers
+}
+
+// trackedUsers returns the number of users in the limiter map (for tests).
+func (l *limits) trackedUsers() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.users)
+}
