@@ -29,6 +29,9 @@ order's grand total and currency read from DATABASE_URL.
 Options:
 `
 
+// defaultDatabaseURL is DATABASE_URL's default, as for orderd serve.
+const defaultDatabaseURL = "postgres://orderd:orderd@127.0.0.1:5432/orderd?sslmode=disable"
+
 // payOptions are the options of orderd pay.
 type payOptions struct {
 	order       string
@@ -54,7 +57,7 @@ func runPay(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.currency, "currency", "", "the currency paid (default: the order's, from DATABASE_URL)")
 	fs.StringVar(&o.providerRef, "provider-ref", "", "the provider's payment reference (default: a fresh one)")
 	fs.StringVar(&o.secret, "payment-webhook-secret", os.Getenv("PAYMENT_WEBHOOK_SECRET"), "the webhook secret (env PAYMENT_WEBHOOK_SECRET)")
-	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "where to read the order's amount (env DATABASE_URL)")
+	fs.StringVar(&o.databaseURL, "database-url", envOr("DATABASE_URL", defaultDatabaseURL), "where to read the order's amount (env DATABASE_URL)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the answer")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

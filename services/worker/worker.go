@@ -40,7 +40,7 @@ type Config struct {
 	PinnedTTL          time.Duration // priority-group pin timeout (default 5s)
 	AckWait            time.Duration // default 10s
 	MaxDeliver         int           // default 10
-	PaymentHold        time.Duration // default 15m (hold_until on confirm; expiry is a later issue, just set hold_until)
+	PaymentHold        time.Duration // default 15m: hold_until on confirm, unless the SKUs set one; expiry.go sweeps it
 	ReservationTimeout time.Duration // multi-partition saga timeout (default 10s)
 }
 
