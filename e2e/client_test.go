@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,15 +248,32 @@ func (a *api) checkout(ctx context.Context, b buyer, body any, key string) (acce
 	return acc, resp, nil
 }
 
-// order reads an order as its buyer, long-polling up to wait (0: not).
+// order reads an order as its buyer, long-polling up to wait (0: not)
+// while it is pending.
 func (a *api) order(ctx context.Context, b buyer, id uuid.UUID, wait time.Duration) (*order.Order, error) {
-	path := "/v1/orders/" + id.String()
+	return a.poll(ctx, b, id, wait, "")
+}
+
+// poll reads an order as its buyer, long-polling up to wait (0: not) while
+// it is at the status since (empty: the server's default, pending).
+func (a *api) poll(ctx context.Context, b buyer, id uuid.UUID, wait time.Duration, since order.Status) (*order.Order, error) {
+	q := url.Values{}
 	if wait > 0 {
-		path += "?wait=" + wait.String()
+		q.Set("wait", wait.String())
+	}
+	if since != "" {
+		q.Set("since", string(since))
+	}
+	path := "/v1/orders/" + id.String()
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	var o order.Order
 	if err := a.call(ctx, "GET", path, b.Token, nil, http.StatusOK, &o); err != nil {
 		return nil, err
+	}
+	if o.ID != id || o.UserID != b.ID {
+		return nil, fmt.Errorf("GET order %s as %s answered order %s of %s", id, b.ID, o.ID, o.UserID)
 	}
 	return &o, nil
 }
@@ -266,23 +284,16 @@ func (a *api) awaitDecision(ctx context.Context, b buyer, id uuid.UUID) (*order.
 	return a.awaitStatusChange(ctx, b, id, order.StatusPending)
 }
 
-// awaitStatusChange long-polls an order until its status is not from.
-//
-// It reads the order once without waiting first: ?wait= long-polls until
-// the status changes from what it is when the request arrives, so a
-// long-poll of an order that is already confirmed waits the whole time for
-// a payment: the API has no way to say "wait while it is pending".
+// awaitStatusChange long-polls an order (?wait=10s&since=from) until its
+// status is not from, or until ctx ends.
 func (a *api) awaitStatusChange(ctx context.Context, b buyer, id uuid.UUID, from order.Status) (*order.Order, error) {
-	for wait := time.Duration(0); ; wait = 10 * time.Second {
-		o, err := a.order(ctx, b, id, wait)
+	for {
+		o, err := a.poll(ctx, b, id, 10*time.Second, from)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("order %s of %s still %s: %w", id, b.ID, from, ctx.Err())
 			}
 			return nil, err
-		}
-		if o.ID != id || o.UserID != b.ID {
-			return nil, fmt.Errorf("GET order %s as %s answered order %s of %s", id, b.ID, o.ID, o.UserID)
 		}
 		if o.Status != from {
 			return o, nil

@@ -38,16 +38,9 @@ func readEvents(ctx context.Context, js jetstream.JetStream, types ...order.Even
 		return nil, err
 	}
 	// How many there are now: the consumer reads that many.
-	var total uint64
-	for _, subj := range subjects {
-		info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
-		if err != nil {
-			return nil, err
-		}
-		total += info.State.Subjects[subj]
-	}
-	if total == 0 {
-		return nil, nil
+	total, err := countEvents(ctx, js, types...)
+	if err != nil || total == 0 {
+		return nil, err
 	}
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
@@ -77,6 +70,24 @@ func readEvents(ctx context.Context, js jetstream.JetStream, types ...order.Even
 		}
 	}
 	return out, nil
+}
+
+// countEvents returns how many events of types ORDER_EVENTS holds.
+func countEvents(ctx context.Context, js jetstream.JetStream, types ...order.EventType) (uint64, error) {
+	s, err := js.Stream(ctx, natsbus.EventStream)
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for _, typ := range types {
+		subj := order.EventSubject(typ)
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+		if err != nil {
+			return 0, err
+		}
+		total += info.State.Subjects[subj]
+	}
+	return total, nil
 }
 
 // decisionEvents is what a downstream consumer learns of order decisions:
@@ -149,7 +160,16 @@ func awaitDecisionEvents(t *testing.T, js jetstream.JetStream, want map[uuid.UUI
 	err := eventually(d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		var err error
+		// Counting is cheap; reading them all is not: read once there may
+		// be enough.
+		n, err := countEvents(ctx, js, order.EventConfirmed, order.EventRejected)
+		if err != nil {
+			return err
+		}
+		if n < uint64(len(want)) {
+			time.Sleep(200 * time.Millisecond)
+			return fmt.Errorf("%d decision events on %s for %d orders", n, natsbus.EventStream, len(want))
+		}
 		if got, err = readDecisions(ctx, js); err != nil {
 			return err
 		}

@@ -33,9 +33,12 @@ import (
 func TestTwoWorkerProcessesOneKilled(t *testing.T) {
 	t.Parallel()
 	const stock, buyers, concurrency, killAfter = 200, 2000, 100, 500
+	t0 := time.Now()
 	bin := orderdBinary(t)
+	t.Logf("orderd built in %s", time.Since(t0).Round(time.Millisecond))
 	dsn, db := pgtest.New(t) // migrated: the processes run with NO_MIGRATE
-	_, prefix := redistest.New(t)
+	rs, prefix := redistest.New(t)
+	unlinkOnCleanup(t, rs, prefix)
 	ns := natstest.StartDir(t, t.TempDir())
 
 	common := []string{
@@ -69,7 +72,9 @@ func TestTwoWorkerProcessesOneKilled(t *testing.T) {
 	survivor := startProc(t, bin, "worker-2", workerEnv("worker-2"), "worker")
 	survivor.waitLog(t, "orderd ready", 30*time.Second)
 
+	t.Logf("processes ready, SKU pinned to worker-1 after %s", time.Since(t0).Round(time.Millisecond))
 	bs := api.newBuyers(t, buyers)
+	t.Logf("%d buyers with an address after %s", buyers, time.Since(t0).Round(time.Millisecond))
 
 	// The checkouts, concurrency at a time; worker-1 dies after killAfter
 	// of them were accepted.
