@@ -11,7 +11,7 @@
 #   PostgreSQL     BenchmarkApplyBatch, batches of 1, 100, 500 checkouts of one
 #                  hot SKU through DB.ApplyBatch: orders per second
 #
-# Environment: S, N, C (the raw-accept load: default 10000 50000 256);
+# Environment: S, N, C (the raw-accept load: default 5000 20000 256);
 # BENCH_DIR (/tmp/orderd-bench); PG_URL, REDIS_URL, JWT_SECRET and the
 # BENCH_*_PORT of scripts/bench.sh; PUB_N1 and PUB_N256 (commands per
 # JetStream benchmark, 3000 and 20000); APPLY_TIME (-benchtime of
@@ -20,8 +20,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-S="${S:-10000}"
-N="${N:-50000}"
+S="${S:-5000}"
+N="${N:-20000}"
 C="${C:-256}"
 BENCH_DIR="${BENCH_DIR:-/tmp/orderd-bench}"
 PG_URL="${PG_URL:-postgres://orderd:orderd@127.0.0.1:5432/orderd?sslmode=disable}"

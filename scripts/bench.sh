@@ -4,7 +4,7 @@
 # each on a fresh database bench_<n>, a fresh NATS store and a fresh
 # REDIS_PREFIX, then the medians.
 #
-#   scripts/bench.sh                      # S=10000 N=50000 C=256, 3 runs
+#   scripts/bench.sh                      # S=5000 N=20000 C=256, 3 runs (about 75 s each here)
 #   S=1000 N=5000 C=64 RUNS=1 scripts/bench.sh
 #
 # Environment: S, N, C, RUNS; BENCH_DIR (results, default /tmp/orderd-bench);
@@ -22,8 +22,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-S="${S:-10000}"
-N="${N:-50000}"
+S="${S:-5000}"
+N="${N:-20000}"
 C="${C:-256}"
 RUNS="${RUNS:-3}"
 BENCH_DIR="${BENCH_DIR:-/tmp/orderd-bench}"
