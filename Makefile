@@ -105,17 +105,18 @@ fuzz: deps ## run every Fuzz* test for FUZZTIME (default 10s) each
 	done; \
 	echo "fuzz: $$found fuzz tests run"
 
-# make bench [S=10000 N=50000 C=256 RUNS=3]: the hot-SKU benchmark (see
-# scripts/bench.sh); results and medians in BENCH_DIR.
-S ?= 10000
-N ?= 50000
+# make bench [S=5000 N=20000 C=256 RUNS=3]: the hot-SKU benchmark (see
+# scripts/bench.sh; about 75 s a run on a 2-core machine); results and
+# medians in BENCH_DIR.
+S ?= 5000
+N ?= 20000
 C ?= 256
 RUNS ?= 3
 BENCH_DIR ?= /tmp/orderd-bench
 PEER_DIR ?= $(CURDIR)/../shared/peers/django-seed
 
 .PHONY: bench
-bench: deps ## hot-sku against orderd serve (durable defaults) RUNS times on fresh state, medians: make bench S=10000 N=50000 C=256
+bench: deps ## hot-sku against orderd serve (durable defaults) RUNS times on fresh state, medians: make bench S=5000 N=20000 C=256
 	S=$(S) N=$(N) C=$(C) RUNS=$(RUNS) BENCH_DIR=$(BENCH_DIR) bash scripts/bench.sh
 
 .PHONY: bench-limits
