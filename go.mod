@@ -2,6 +2,8 @@ module github.com/flashsale/orderd
 
 go 1.26.8
 
+toolchain go1.26.10
+
 require (
 	github.com/getkin/kin-openapi v0.153.0
 	github.com/golang-jwt/jwt/v5 v5.3.1

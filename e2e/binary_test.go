@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 )
@@ -29,9 +28,13 @@ func orderdBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "orderd")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
+		// The go command that runs the test exports GOROOT (and the
+		// Makefile GOTOOLCHAIN): build with the same toolchain.
+		goBin := "go"
+		if root := os.Getenv("GOROOT"); root != "" {
+			if p := filepath.Join(root, "bin", "go"); fileExists(p) {
+				goBin = p
+			}
 		}
 		cmd := exec.Command(goBin, "build", "-o", binPath, "github.com/flashsale/orderd/cmd/orderd")
 		out, err := cmd.CombinedOutput()
@@ -57,4 +60,10 @@ func removeBinary() {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+}
+
+// fileExists reports whether path names an existing file.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -68,9 +68,9 @@ func TestExpiry(t *testing.T) {
 	if got := e.stock(sku); got != (stock{7, 3}) {
 		t.Errorf("stock %+v, want the expired order's units back and the paid ones held", got)
 	}
-	evs := e.waitEvents(expires.Checkout.OrderID, order.EventExpired, 1, 10*time.Second)
+	e.waitEvents(expires.Checkout.OrderID, order.EventExpired, 1, 10*time.Second)
 	time.Sleep(1500 * time.Millisecond) // another sweep or two
-	evs = e.events()
+	evs := e.events()
 	validateEvents(t, evs)
 	if got := eventsOf(evs, expires.Checkout.OrderID); got[order.EventExpired] != 1 || got[order.EventConfirmed] != 1 {
 		t.Errorf("expired order's events %v, want one confirmed and one expired", got)

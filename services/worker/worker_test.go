@@ -352,7 +352,6 @@ func (m *fakeMsg) String() string                   { return m.subject }
 func (m *fakeMsg) settled() (int32, int32, int32) {
 	return m.acks.Load(), m.naks.Load(), m.terms.Load()
 }
-func (m *fakeMsg) reset() { m.acks.Store(0); m.naks.Store(0); m.terms.Store(0) }
 func newFakeMsg(t *testing.T, cmds ...order.Command) *fakeMsg {
 	data, err := order.EncodeEnvelope(cmds...)
 	if err != nil {
