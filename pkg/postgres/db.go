@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -27,7 +28,7 @@ type DB struct {
 
 // Open connects to the database at dsn and checks that it answers.
 func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
-	db, err := sqlx.Open("postgres", dsn)
+	db, err := sqlx.Open("postgres", withOneRoundTrip(dsn))
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
@@ -43,6 +44,24 @@ func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		return nil, fmt.Errorf("ping postgres: %w", err)
 	}
 	return &DB{db}, nil
+}
+
+// withOneRoundTrip adds binary_parameters=yes to a URL DSN that does not
+// say otherwise: lib/pq then sends a parameterised query's parse, bind and
+// execute in one round trip instead of preparing it first in another,
+// which halves the round trips of the ingress's small queries.
+func withOneRoundTrip(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return dsn
+	}
+	q := u.Query()
+	if q.Get("binary_parameters") != "" {
+		return dsn
+	}
+	q.Set("binary_parameters", "yes")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // Ping checks that the database answers (for readiness).

@@ -43,7 +43,7 @@ func audit(ctx context.Context, tx *sqlx.Tx, action, actor string, before, after
 		return fmt.Errorf("encode sku: %w", err)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO sku_audit (sku_id, action, actor, before, after) VALUES ($1, $2, $3, $4, $5)`,
-		before.ID, action, actor, b, a)
+		before.ID, action, actor, string(b), string(a)) // text: jsonb takes no binary parameter
 	if err != nil {
 		return fmt.Errorf("insert sku audit: %w", err)
 	}
