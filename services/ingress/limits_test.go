@@ -172,8 +172,8 @@ func TestCheckoutUserInflightCap(t *testing.T) {
 		t.Fatalf("third concurrent checkout: %d %v %s, want 429", got.status, got.err, got.body)
 	}
 	wantRetryAfter(t, got.retryAfter)
-	if got.took > 500*time.Millisecond {
-		t.Errorf("the 429 took %s: it must not wait", got.took)
+	if got.took > 2*time.Second {
+		t.Errorf("the 429 took %s: it must not wait for the others (publish timeout 3s)", got.took)
 	}
 	// Another user is not held back by a's checkouts (theirs stalls too).
 	other := e.post(b.Token, directBody(b, order.LineRequest{SKUID: sku.ID, Quantity: 1}))
