@@ -10,6 +10,7 @@
 //	orderd token     --sub USER [--admin] [--ttl 24h]: mint a development JWT
 //	orderd probe     [--url URL]: exit 0 if URL answers 2xx (container healthcheck)
 //	orderd pay       --order ID: send a signed payment webhook for an order (development)
+//	orderd reconcile stock counters against orders and events; exit 1 on drift
 //
 // Every option is a flag and an environment variable; `orderd CMD --help`
 // lists them with their defaults.
@@ -54,6 +55,7 @@ var commands = []command{
 	{RoleMigrate, "usage: orderd migrate [options] up|down|status\n\nApplies (up), rolls back one (down) or lists (status) the database migrations.", runMigrate},
 	{RoleToken, "usage: orderd token [options] --sub USER\n\nPrints a development JWT for USER, signed with JWT_SECRET.", runToken},
 	{RoleProbe, "usage: orderd probe [options]\n\nGETs --url and exits 0 if it answers 2xx: a container healthcheck.", runProbe},
+	{RoleReconcile, "usage: orderd reconcile [options]\n\nPrints, per SKU, what the stock counter says was taken (initial + restocked - stock),\nwhat confirmed and paid orders hold, what undecided multi-partition orders reserve,\nand what the ORDER_EVENTS stream counts; exits 1 if any SKU drifts.", runReconcile},
 }
 
 // serveRole returns the run function of a long-running role.
@@ -78,6 +80,7 @@ Commands:
   token     --sub USER [--admin] [--ttl 24h]: print a development JWT
   probe     [--url http://127.0.0.1:8080/readyz]: exit 0 if the URL answers 2xx
   pay       --order ID [--url URL] [--amount N --currency EUR] [--provider-ref REF]: send a signed payment webhook
+  reconcile compare stock counters with orders and events; exit 1 on drift
   help      this text; "orderd help CMD" or "orderd CMD --help" lists CMD's options
 
 Every option is a flag and an environment variable (the flag wins).

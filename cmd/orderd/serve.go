@@ -155,9 +155,13 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 				{Name: "jetstream", Ping: func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err }},
 			},
 			Registry: reg,
+			// The operators' routes.
+			DeadLetters: db,
+			Replayer:    natsbus.NewPublisher(js),
+			Reconciler:  newReconciler(db, js, 30*time.Second),
 		}
 		if cfg.PublishBatch {
-			bp := natsbus.NewBatchPublisher(js, natsbus.BatchConfig{Partitions: cfg.Partitions, Timeout: cfg.PublishTimeout})
+			bp := natsbus.NewBatchPublisher(js, natsbus.BatchConfig{Partitions: cfg.Partitions, Timeout: cfg.PublishTimeout, Registerer: reg})
 			closers.push("batch publisher", func() error { bp.Close(); return nil })
 			deps.Publisher = bp
 		} else {

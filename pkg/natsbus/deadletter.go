@@ -185,10 +185,12 @@ func DeleteCommandMessage(ctx context.Context, js jetstream.JetStream, seq uint6
 	return nil
 }
 
+// isMsgGone reports whether a delete failed because the message is not
+// there (any more): the server answers err_code 10057, in text only.
 func isMsgGone(err error) bool {
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound || apiErr.ErrorCode == 10057
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+		return true
 	}
-	return false
+	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "err_code=10057")
 }

@@ -14,6 +14,12 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	inflight prometheus.Gauge
+
+	accepted      prometheus.Counter   // 202 answers of POST /v1/orders
+	drift         *prometheus.GaugeVec // the last reconciliation's drift per SKU
+	reconcileRuns prometheus.Counter   // reconciliations run
+	driftRuns     prometheus.Counter   // reconciliations that found drift
+	replays       prometheus.Counter   // dead letters replayed
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -32,7 +38,27 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "HTTP requests being served.",
 		}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.inflight)
+	m.accepted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "orderd_orders_accepted_total",
+		Help: "Checkouts answered 202 Accepted by the ingress (their command is on JetStream; a replayed Idempotency-Key counts again).",
+	})
+	m.drift = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "orderd_reconcile_drift",
+		Help: "The last reconciliation's drift per SKU: units the stock counter took that no order or reservation holds (if none, the events' disagreement with the orders).",
+	}, []string{"sku"})
+	m.reconcileRuns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "orderd_reconcile_runs_total",
+		Help: "Reconciliations run (GET /v1/admin/reconcile).",
+	})
+	m.driftRuns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "orderd_reconcile_runs_with_drift_total",
+		Help: "Reconciliations that found a SKU whose counter, orders and events disagree.",
+	})
+	m.replays = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "orderd_dead_letters_replayed_total",
+		Help: "Dead letters replayed by an operator.",
+	})
+	reg.MustRegister(m.requests, m.latency, m.inflight, m.accepted, m.drift, m.reconcileRuns, m.driftRuns, m.replays)
 	// The process and Go collectors are registered by whoever owns the
 	// registry; register them here only if nobody did.
 	_ = reg.Register(collectors.NewGoCollector())
@@ -85,6 +111,9 @@ func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
 				rec.status = http.StatusOK
 			}
 			code := strconv.Itoa(rec.status)
+			if route == "POST /v1/orders" && rec.status == http.StatusAccepted {
+				s.metrics.accepted.Inc()
+			}
 			s.metrics.requests.WithLabelValues(route, r.Method, code).Inc()
 			s.metrics.latency.WithLabelValues(route, code).Observe(time.Since(start).Seconds())
 		}()

@@ -56,6 +56,12 @@ type Deps struct {
 	Notify   func(orders []*order.Order) error
 	Ready    []Checker
 	Registry *prometheus.Registry
+
+	// The operators' routes (admin_deadletters.go, admin_reconcile.go);
+	// nil: they answer 503.
+	DeadLetters DeadLetterStore
+	Replayer    Replayer
+	Reconciler  Reconciler
 }
 
 // Server is the HTTP ingress.
@@ -120,6 +126,7 @@ func (s *Server) registerRoutes() {
 	s.handle("GET /openapi.json", s.openAPI)
 	s.catalogRoutes()
 	s.orderRoutes()
+	s.adminRoutes()
 	s.paymentRoutes()
 	// Anything else is a 404 problem, not the mux's plain text.
 	s.mux.Handle("/", s.instrument("unmatched", func(w http.ResponseWriter, r *http.Request) {

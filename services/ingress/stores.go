@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres"
 )
 
 // SKUStore reads and creates SKUs (pkg/postgres).
@@ -120,4 +121,31 @@ type Waiter interface {
 	// Recent returns the latest state seen of order id, or nil: the
 	// events can overtake the status cache by a moment.
 	Recent(id uuid.UUID) *order.Order
+}
+
+// DeadLetterStore lists the dead letters and records their replay
+// (pkg/postgres). Every method returns EUNAVAILABLE when the database is
+// unreachable.
+type DeadLetterStore interface {
+	// DeadLetters returns up to limit dead letters with ids below before
+	// (0: from the newest), newest first.
+	DeadLetters(ctx context.Context, before int64, limit int) ([]postgres.DeadLetter, error)
+	// DeadLetter returns one dead letter, or ENOTFOUND.
+	DeadLetter(ctx context.Context, id int64) (*postgres.DeadLetter, error)
+	// MarkDeadLetterReplayed marks a dead letter replayed and returns it,
+	// with first false if it was already; ENOTFOUND if there is none.
+	MarkDeadLetterReplayed(ctx context.Context, id int64) (*postgres.DeadLetter, bool, error)
+}
+
+// Replayer publishes a dead letter's payload again on its original
+// subject, as a new message with msgID as its Nats-Msg-Id (pkg/natsbus
+// Publisher).
+type Replayer interface {
+	Replay(ctx context.Context, subject string, payload []byte, msgID string) error
+}
+
+// Reconciler compares each SKU's stock counter with the orders and the
+// order events (cmd/orderd wires pkg/postgres and pkg/natsbus).
+type Reconciler interface {
+	Reconcile(ctx context.Context) ([]order.Reconciliation, error)
 }
