@@ -194,10 +194,15 @@ func (w *Worker) deadLetters(ctx context.Context) {
 			s.Unsubscribe()
 		}
 	}()
+	sweep := &deadSweep{}
+	t := time.NewTicker(deadSweepEvery)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-t.C:
+			w.sweepDead(ctx, sweep)
 		case a := <-ch:
 			for attempt := 1; ; attempt++ {
 				err := w.handleAdvisory(ctx, a)
@@ -261,4 +266,63 @@ func partitionOf(consumer string) (int, bool) {
 	}
 	p, err := strconv.Atoi(s)
 	return p, err == nil && p >= 0
+}
+
+// deadSweepEvery is how often sweepDead looks for exhausted messages whose
+// advisory nobody handled.
+const deadSweepEvery = 30 * time.Second
+
+// deadSweep finds exhausted messages that no advisory handler recorded (no
+// worker was subscribed when the server gave up on them). In a work queue
+// an acked or terminated message is deleted, so when a partition's
+// consumer has nothing delivered and unacked (NumAckPending 0), a message
+// still stored at or below the last delivered sequence is one the server
+// stopped delivering. A candidate is recorded when two sweeps in a row see
+// it, so that an ack whose delete is on its way is not mistaken for one.
+// A partition that is never idle is not swept: its advisories are the
+// path there.
+type deadSweep struct {
+	seen map[uint64]bool // candidates of the previous sweep
+}
+
+// sweepDead runs one sweep over every partition.
+func (w *Worker) sweepDead(ctx context.Context, s *deadSweep) {
+	ctx, cancel := context.WithTimeout(ctx, deadSweepEvery)
+	defer cancel()
+	st, err := w.d.JS.Stream(ctx, natsbus.CommandStream)
+	if err != nil {
+		return
+	}
+	now := map[uint64]bool{}
+	for p := range w.cfg.Partitions {
+		c, err := w.d.JS.Consumer(ctx, natsbus.CommandStream, natsbus.PartitionConsumerName(p))
+		if err != nil {
+			continue
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			continue
+		}
+		if info.NumAckPending > 0 {
+			continue
+		}
+		floor := info.Delivered.Stream
+		for seq := uint64(1); seq <= floor && ctx.Err() == nil; seq++ {
+			m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(order.Subject(p)))
+			if err != nil || m.Sequence > floor {
+				break
+			}
+			seq = m.Sequence
+			now[seq] = true
+			if !s.seen[seq] {
+				continue
+			}
+			err = w.handleAdvisory(ctx, natsbus.Advisory{Stream: natsbus.CommandStream, Consumer: natsbus.PartitionConsumerName(p),
+				StreamSeq: seq, Deliveries: uint64(max(info.Config.MaxDeliver, 0))})
+			if err != nil {
+				w.log.Warn("exhausted message not recorded", "stream_seq", seq, "err", err)
+			}
+		}
+	}
+	s.seen = now
 }

@@ -221,3 +221,96 @@ func TestDeadLetterAdvisory(t *testing.T) {
 		t.Errorf("%d deliveries, want 2", deliveries)
 	}
 }
+
+// TestDeadLetterReplay: a dead command replayed after its cause was fixed
+// is applied once however often it is replayed, and replaying a command
+// that was applied before changes nothing.
+func TestDeadLetterReplay(t *testing.T) {
+	e := newEnv(t, 2)
+	sku := e.sku(1, 10, 0)
+	ctx := context.Background()
+	e.start(e.worker("w"))
+	bad := e.checkout("u1", sku, 1)
+	bad.Checkout.AddressID = uuid.New() // no such address: the partition drops it
+	good := e.checkout("u2", sku, 1)
+	data, _ := order.EncodeEnvelope(bad, good)
+	if _, err := e.js.Publish(ctx, order.Subject(bad.Partition), data); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFinal([]uuid.UUID{good.Checkout.OrderID}, 10*time.Second)
+	d := e.waitDeadLetters(1, 10*time.Second)[0]
+	if d.Reason != postgres.DeadPoisonCommand || !strings.Contains(d.LastError, "address") {
+		t.Fatalf("dead letter %+v", d)
+	}
+	if _, err := e.db.Exec(`INSERT INTO addresses (id, user_id, recipient, line1, city, postal_code, country)
+		VALUES ($1, 'u1', 'R', 'L1', 'C', '1000', 'DE')`, bad.Checkout.AddressID); err != nil {
+		t.Fatal(err)
+	}
+	pub := natsbus.NewPublisher(e.js)
+	for range 2 {
+		if err := pub.Replay(ctx, d.Subject, d.Payload, "replay-"+strconv.FormatInt(d.ID, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitFinal([]uuid.UUID{bad.Checkout.OrderID}, 10*time.Second)
+	if st, _ := e.status(bad.Checkout.OrderID); st != order.StatusConfirmed {
+		t.Errorf("replayed order %s", st)
+	}
+	// The good command again, as a replay would send it: applied before.
+	again, _ := order.EncodeEnvelope(good)
+	if err := pub.Replay(ctx, order.Subject(good.Partition), again, "replay-x"); err != nil {
+		t.Fatal(err)
+	}
+	waitQuiet(t, e)
+	if got := e.stock(sku); got != (stock{8, 2}) {
+		t.Errorf("stock %+v, want 8 left and 2 sold", got)
+	}
+	if n := e.count(`SELECT count(*) FROM orders`); n != 2 {
+		t.Errorf("%d orders, want 2", n)
+	}
+}
+
+// TestDeadLetterSweep: a message the server gave up on while no worker
+// listened to the advisories is found by the sweep (seen twice) and
+// recorded.
+func TestDeadLetterSweep(t *testing.T) {
+	e := newEnv(t, 2)
+	sku := e.sku(0, 10, 0)
+	ctx := context.Background()
+	cons, err := natsbus.EnsurePartitionConsumers(ctx, e.js, 2, natsbus.ConsumerSettings{MaxDeliver: 1, AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := e.checkout("u1", sku, 1)
+	e.publish(1, cmd)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, _ := cons[0].Info(ctx)
+		if c.Delivered.Stream >= 1 && c.NumAckPending == 0 && c.NumPending == 0 {
+			break // delivered once, never settled, not to be delivered again
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not give up on the message")
+		}
+		b, err := cons[0].Fetch(1, jetstream.FetchMaxWait(1500*time.Millisecond), jetstream.FetchPriorityGroup(natsbus.PriorityGroup))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range b.Messages() {
+		}
+	}
+	w := e.worker("w")
+	s := &deadSweep{}
+	w.sweepDead(ctx, s)
+	if n := e.count(`SELECT count(*) FROM dead_letters`); n != 0 {
+		t.Fatalf("recorded after one sweep: %d", n)
+	}
+	w.sweepDead(ctx, s)
+	d := e.waitDeadLetters(1, time.Second)[0]
+	if d.Reason != postgres.DeadMaxDeliveries || !strings.Contains(string(d.Payload), cmd.ID.String()) {
+		t.Errorf("dead letter %+v", d)
+	}
+	if n := e.workQueueMsgs(); n != 0 {
+		t.Errorf("%d messages left in the work queue", n)
+	}
+}
