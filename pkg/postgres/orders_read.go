@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,7 +50,7 @@ func (r *orderRow) order() *order.Order {
 		PaymentMethod: order.PaymentMethod(r.PaymentMethod),
 		Status:        order.Status(r.Status),
 		RejectReason:  order.RejectReason(r.RejectReason.String),
-		Currency:      r.Currency.String,
+		Currency:      strings.TrimSpace(r.Currency.String),
 		Lines:         []order.Line{},
 		Subtotal:      r.Subtotal,
 		ShippingFee:   r.ShippingFee,

@@ -117,64 +117,16 @@ func (st *orderState) requested() []order.LineRequest {
 // batchOrderRow is one row of orders with what the worker needs beyond the
 // client's view.
 type batchOrderRow struct {
-	ID             uuid.UUID      `db:"id"`
-	Number         string         `db:"order_number"`
-	UserID         string         `db:"user_id"`
-	AddressID      uuid.UUID      `db:"address_id"`
-	PaymentMethod  string         `db:"payment_method"`
-	Status         string         `db:"status"`
-	RejectReason   sql.NullString `db:"reject_reason"`
-	RejectSKUs     pq.StringArray `db:"reject_skus"`
-	Currency       sql.NullString `db:"currency"`
-	Subtotal       int64          `db:"subtotal"`
-	ShippingFee    int64          `db:"shipping_fee"`
-	GrandTotal     int64          `db:"grand_total"`
-	HomePartition  int            `db:"home_partition"`
-	IdempotencyKey sql.NullString `db:"idempotency_key"`
-	RequestHash    sql.NullString `db:"request_hash"`
-	AcceptedAt     time.Time      `db:"accepted_at"`
-	DecidedAt      sql.NullTime   `db:"decided_at"`
-	HoldUntil      sql.NullTime   `db:"hold_until"`
-	UpdatedAt      time.Time      `db:"updated_at"`
-	FromCart       bool           `db:"from_cart"`
+	orderRow
+	HomePartition int  `db:"home_partition"`
+	FromCart      bool `db:"from_cart"`
 }
 
-const batchOrderColumns = `id, order_number, user_id, address_id, payment_method, status, reject_reason,
-	reject_skus, currency, subtotal, shipping_fee, grand_total, home_partition, idempotency_key,
-	request_hash, accepted_at, decided_at, hold_until, updated_at, from_cart`
+const batchOrderColumns = orderColumns + `, home_partition, from_cart`
 
 func (r *batchOrderRow) state() *orderState {
-	o := &order.Order{
-		ID:            r.ID,
-		Number:        r.Number,
-		UserID:        r.UserID,
-		AddressID:     r.AddressID,
-		PaymentMethod: order.PaymentMethod(r.PaymentMethod),
-		Status:        order.Status(r.Status),
-		RejectReason:  order.RejectReason(r.RejectReason.String),
-		Currency:      strings.TrimSpace(r.Currency.String),
-		Lines:         []order.Line{},
-		Subtotal:      r.Subtotal,
-		ShippingFee:   r.ShippingFee,
-		GrandTotal:    r.GrandTotal,
-		AcceptedAt:    r.AcceptedAt.UTC(),
-		UpdatedAt:     r.UpdatedAt.UTC(),
-	}
-	if r.DecidedAt.Valid {
-		t := r.DecidedAt.Time.UTC()
-		o.DecidedAt = &t
-	}
-	if r.HoldUntil.Valid {
-		t := r.HoldUntil.Time.UTC()
-		o.HoldUntil = &t
-	}
-	for _, s := range r.RejectSKUs {
-		if id, err := uuid.Parse(s); err == nil {
-			o.RejectSKUs = append(o.RejectSKUs, id)
-		}
-	}
 	return &orderState{
-		o:        o,
+		o:        r.order(),
 		home:     r.HomePartition,
 		fromCart: r.FromCart,
 		idemKey:  r.IdempotencyKey.String,
