@@ -23,20 +23,13 @@ cd "$(dirname "$0")/.."
 S="${S:-5000}"
 N="${N:-20000}"
 C="${C:-256}"
-BENCH_DIR="${BENCH_DIR:-/tmp/orderd-bench}"
-PG_URL="${PG_URL:-postgres://orderd:orderd@127.0.0.1:5432/orderd?sslmode=disable}"
-REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
-HTTP_PORT="${BENCH_HTTP_PORT:-18080}"
-NATS_PORT="${BENCH_NATS_PORT:-14222}"
-METRICS_PORT="${BENCH_METRICS_PORT:-19090}"
+. scripts/bench-lib.sh
 BARE_PORT="${BENCH_BARE_PORT:-18079}"
-JWT_SECRET="${JWT_SECRET:-dev-only-secret-change-me-0123456789abcdef}"
 PUB_N1="${PUB_N1:-3000}"
 PUB_N256="${PUB_N256:-20000}"
 APPLY_TIME="${APPLY_TIME:-3s}"
 
 log() { echo "bench-limits: $*" >&2; }
-mkdir -p "$BENCH_DIR"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="$BENCH_DIR/limits-$stamp.jsonl"
 : >"$out"
@@ -45,48 +38,6 @@ log "building bin/orderd, bin/flashbench, bin/benchlimits"
 go build -trimpath -o bin/orderd ./cmd/orderd
 go build -trimpath -o bin/flashbench ./cmd/flashbench
 go build -trimpath -o bin/benchlimits ./cmd/benchlimits
-
-db_url() { sed -E "s#(postgres(ql)?://[^/]*)/[^?]*#\1/$1#" <<<"$PG_URL"; }
-
-# redis_clean PREFIX: delete the run's keys (SCAN with a large COUNT: the
-# server may hold many other keys).
-redis_clean() {
-  command -v redis-cli >/dev/null || return 0
-  local c=0 r
-  while :; do
-    mapfile -t r < <(redis-cli -u "$REDIS_URL" SCAN "$c" MATCH "$1*" COUNT 10000 2>/dev/null)
-    [[ ${#r[@]} -gt 0 ]] || return 0
-    c=${r[0]}
-    if [[ ${#r[@]} -gt 1 ]]; then redis-cli -u "$REDIS_URL" DEL "${r[@]:1}" >/dev/null 2>&1 || true; fi
-    [[ "$c" == 0 ]] && return 0
-  done
-}
-
-pid="" db="" natsdir="" prefix=""
-stop() {
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  pid=""
-  [[ -n "$db" ]] && { psql "$PG_URL" -qAt -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; }
-  [[ -n "$natsdir" ]] && rm -rf "$natsdir"
-  [[ -n "$prefix" ]] && redis_clean "$prefix"
-  db="" natsdir="" prefix=""
-}
-trap stop EXIT
-trap 'exit 130' INT TERM
-
-wait_ready() { # URL
-  for _ in $(seq 1 300); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.2
-  done
-  return 1
-}
 
 # record NAME VALUE UNIT COMMAND
 record() {
@@ -107,24 +58,15 @@ line=$($raw --url "http://127.0.0.1:$BARE_PORT" --jwt-secret "$JWT_SECRET")
 echo "$line" >"$BENCH_DIR/raw-bare-$stamp.json"
 record "bare HTTP (JWT + strict decode + 202)" "$(jq .accept_per_s <<<"$line")" "202/s" \
   "benchlimits http & $raw --url http://127.0.0.1:$BARE_PORT"
-stop
+stop_server
 
 # (a') the real accept path: orderd serve, durable defaults, no decisions awaited.
-db="bench_limits_$(date +%s)"
-natsdir=$(mktemp -d "${TMPDIR:-/tmp}/orderd-bench-nats.XXXXXX")
-prefix="bench:$db:"
-psql "$PG_URL" -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
-DATABASE_URL="$(db_url "$db")" REDIS_URL="$REDIS_URL" REDIS_PREFIX="$prefix" \
-  NATS_URL="" NATS_STORE_DIR="$natsdir" NATS_SYNC=always NATS_EMBEDDED_ADDR="127.0.0.1:$NATS_PORT" \
-  HTTP_ADDR="127.0.0.1:$HTTP_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" JWT_SECRET="$JWT_SECRET" \
-  LOG_LEVEL=warn bin/orderd serve 2>"$BENCH_DIR/orderd-limits-$stamp.log" &
-pid=$!
-wait_ready "http://127.0.0.1:$HTTP_PORT/readyz" || { log "orderd did not become ready"; tail -20 "$BENCH_DIR/orderd-limits-$stamp.log" >&2; exit 1; }
+start_orderd "bench_limits_$(date +%s)" "$BENCH_DIR/orderd-limits-$stamp.log"
 line=$($raw --url "http://127.0.0.1:$HTTP_PORT" --jwt-secret "$JWT_SECRET")
 echo "$line" >"$BENCH_DIR/raw-orderd-$stamp.json"
 record "orderd accept path (raw-accept, NATS_SYNC=always)" "$(jq .accept_per_s <<<"$line")" "202/s" \
   "orderd serve & $raw --url http://127.0.0.1:$HTTP_PORT"
-stop
+stop_server
 
 # (b) JetStream durable command writes, as the ingress issues them.
 # gobench PATTERN: the value before UNIT on the benchmark line matching PATTERN.

@@ -26,14 +26,7 @@ S="${S:-5000}"
 N="${N:-20000}"
 C="${C:-256}"
 RUNS="${RUNS:-3}"
-BENCH_DIR="${BENCH_DIR:-/tmp/orderd-bench}"
-PG_URL="${PG_URL:-postgres://orderd:orderd@127.0.0.1:5432/orderd?sslmode=disable}"
-REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
-HTTP_PORT="${BENCH_HTTP_PORT:-18080}"
-NATS_PORT="${BENCH_NATS_PORT:-14222}"
-METRICS_PORT="${BENCH_METRICS_PORT:-19090}"
-JWT_SECRET="${JWT_SECRET:-dev-only-secret-change-me-0123456789abcdef}"
-KEEP="${KEEP:-0}"
+. scripts/bench-lib.sh
 # How long flashbench waits for decisions after the load: long enough that
 # every decision is seen by a waiter, not found by the final sweep (whose
 # decisions do not count in decided/s).
@@ -41,7 +34,6 @@ FB_TIMEOUT="${FB_TIMEOUT:-300s}"
 
 log() { echo "bench: $*" >&2; }
 
-mkdir -p "$BENCH_DIR"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results="$BENCH_DIR/bench-$stamp.jsonl"
 : >"$results"
@@ -50,69 +42,13 @@ log "building bin/orderd and bin/flashbench"
 go build -trimpath -o bin/orderd ./cmd/orderd
 go build -trimpath -o bin/flashbench ./cmd/flashbench
 
-# db_url NAME: PG_URL with its database replaced by NAME.
-db_url() { sed -E "s#(postgres(ql)?://[^/]*)/[^?]*#\1/$1#" <<<"$PG_URL"; }
-
-# redis_clean PREFIX: delete the run's keys (SCAN with a large COUNT: the
-# server may hold many other keys).
-redis_clean() {
-  command -v redis-cli >/dev/null || return 0
-  local c=0 r
-  while :; do
-    mapfile -t r < <(redis-cli -u "$REDIS_URL" SCAN "$c" MATCH "$1*" COUNT 10000 2>/dev/null)
-    [[ ${#r[@]} -gt 0 ]] || return 0
-    c=${r[0]}
-    if [[ ${#r[@]} -gt 1 ]]; then redis-cli -u "$REDIS_URL" DEL "${r[@]:1}" >/dev/null 2>&1 || true; fi
-    [[ "$c" == 0 ]] && return 0
-  done
-}
-
-pid="" db="" natsdir="" prefix=""
-cleanup() {
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  pid=""
-  if [[ "$KEEP" != 1 ]]; then
-    if [[ -n "$db" ]]; then
-      psql "$PG_URL" -qAt -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
-    [[ -n "$natsdir" ]] && rm -rf "$natsdir"
-    [[ -n "$prefix" ]] && redis_clean "$prefix"
-  fi
-  db="" natsdir="" prefix=""
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 echo "bench: $(nproc) cores, shared by orderd, PostgreSQL, Redis and the load generator; uptime before:"
 uptime
 echo "bench: hot-sku S=$S N=$N C=$C, $RUNS runs, orderd serve with embedded NATS, NATS_SYNC=always; results in $results"
 
 for i in $(seq 1 "$RUNS"); do
-  db="bench_$(date +%s)_$i"
-  natsdir=$(mktemp -d "${TMPDIR:-/tmp}/orderd-bench-nats.XXXXXX")
-  prefix="bench:$db:"
-  psql "$PG_URL" -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
-  DATABASE_URL=$(db_url "$db")
-  DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" REDIS_PREFIX="$prefix" \
-    NATS_URL="" NATS_STORE_DIR="$natsdir" NATS_SYNC=always NATS_EMBEDDED_ADDR="127.0.0.1:$NATS_PORT" \
-    HTTP_ADDR="127.0.0.1:$HTTP_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" JWT_SECRET="$JWT_SECRET" \
-    LOG_LEVEL=warn bin/orderd serve 2>"$BENCH_DIR/orderd-$stamp-$i.log" &
-  pid=$!
-  ready=0
-  for _ in $(seq 1 300); do
-    if curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/readyz" 2>/dev/null; then ready=1; break; fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  if [[ "$ready" != 1 ]]; then
-    log "orderd did not become ready; its log:"; tail -20 "$BENCH_DIR/orderd-$stamp-$i.log" >&2
-    exit 1
-  fi
+  start_orderd "bench_$(date +%s)_$i" "$BENCH_DIR/orderd-$stamp-$i.log"
   log "run $i/$RUNS: database $db, orderd pid $pid; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
   rc=0
   line=$(bin/flashbench hot-sku --url "http://127.0.0.1:$HTTP_PORT" --jwt-secret "$JWT_SECRET" \
@@ -128,7 +64,7 @@ for i in $(seq 1 "$RUNS"); do
     '. + {orderd_peak_rss_mb: (($rss / 1024 * 10 | round) / 10), load1_after: $load, bench_run: $run, flashbench_exit: $rc}' <<<"$line")
   echo "$line" >>"$results"
   jq -r '"bench: run \(.bench_run): accepted/s \(.accept_per_s) decided/s \(.decided_per_s) accept p50/p99 \(.accept_p50_ms)/\(.accept_p99_ms) ms decide p50/p99 \(.decide_p50_ms)/\(.decide_p99_ms) ms RSS \(.orderd_peak_rss_mb) MB confirmed \(.confirmed) rejected \(.rejected) lost \(.lost) errors \(.errors) oversold \(.oversold) load1 \(.load1_after) checks \([.checks[] | select(startswith("FAILED"))] | if length == 0 then "ok" else "FAILED" end)"' <<<"$line"
-  cleanup
+  stop_server
 done
 
 keys=accept_per_s,decided_per_s,accept_p50_ms,accept_p99_ms,decide_p50_ms,decide_p99_ms,orderd_peak_rss_mb,accepted,confirmed,rejected,lost,errors,oversold,decided_after_timeout,sellout_s,load1_after

@@ -1,0 +1,91 @@
+# bench-lib.sh: what scripts/bench.sh and scripts/bench-limits.sh share,
+# sourced by both: the settings of the service under test, and starting and
+# stopping one `orderd serve` on fresh state (a new database, NATS store and
+# Redis prefix), cleaned up afterwards.
+#
+# Environment: BENCH_DIR (/tmp/orderd-bench); PG_URL (the server's
+# maintenance database), REDIS_URL, JWT_SECRET; BENCH_HTTP_PORT (18080),
+# BENCH_NATS_PORT (14222), BENCH_METRICS_PORT (19090); KEEP=1 keeps the
+# database, store and keys of a run.
+
+BENCH_DIR="${BENCH_DIR:-/tmp/orderd-bench}"
+PG_URL="${PG_URL:-postgres://orderd:orderd@127.0.0.1:5432/orderd?sslmode=disable}"
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+HTTP_PORT="${BENCH_HTTP_PORT:-18080}"
+NATS_PORT="${BENCH_NATS_PORT:-14222}"
+METRICS_PORT="${BENCH_METRICS_PORT:-19090}"
+JWT_SECRET="${JWT_SECRET:-dev-only-secret-change-me-0123456789abcdef}"
+KEEP="${KEEP:-0}"
+mkdir -p "$BENCH_DIR"
+
+# db_url NAME: PG_URL with its database replaced by NAME.
+db_url() { sed -E "s#(postgres(ql)?://[^/]*)/[^?]*#\1/$1#" <<<"$PG_URL"; }
+
+# redis_clean PREFIX: delete the run's keys (SCAN with a large COUNT: the
+# server may hold many other keys).
+redis_clean() {
+  command -v redis-cli >/dev/null || return 0
+  local c=0 r
+  while :; do
+    mapfile -t r < <(redis-cli -u "$REDIS_URL" SCAN "$c" MATCH "$1*" COUNT 10000 2>/dev/null)
+    [[ ${#r[@]} -gt 0 ]] || return 0
+    c=${r[0]}
+    if [[ ${#r[@]} -gt 1 ]]; then redis-cli -u "$REDIS_URL" DEL "${r[@]:1}" >/dev/null 2>&1 || true; fi
+    [[ "$c" == 0 ]] && return 0
+  done
+}
+
+# The server under test (pid) and its state (db, natsdir, prefix).
+pid="" db="" natsdir="" prefix=""
+
+# stop_server: stop the server (TERM, then KILL after 20 s) and, unless
+# KEEP=1, drop its database, NATS store and Redis keys.
+stop_server() {
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  pid=""
+  if [[ "$KEEP" != 1 ]]; then
+    [[ -n "$db" ]] && { psql "$PG_URL" -qAt -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; }
+    [[ -n "$natsdir" ]] && rm -rf "$natsdir"
+    [[ -n "$prefix" ]] && redis_clean "$prefix"
+  fi
+  db="" natsdir="" prefix=""
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+# wait_ready URL: wait until URL answers 2xx while the server lives.
+wait_ready() {
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+
+# start_orderd NAME LOG: start bin/orderd serve in its default durable
+# configuration (embedded NATS, NATS_SYNC=always) on a new database NAME, a
+# new NATS store and Redis prefix, logging to LOG, and wait for /readyz.
+# Sets DATABASE_URL to the run's database.
+start_orderd() {
+  db=$1
+  natsdir=$(mktemp -d "${TMPDIR:-/tmp}/orderd-bench-nats.XXXXXX")
+  prefix="bench:$db:"
+  psql "$PG_URL" -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
+  DATABASE_URL=$(db_url "$db")
+  DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" REDIS_PREFIX="$prefix" \
+    NATS_URL="" NATS_STORE_DIR="$natsdir" NATS_SYNC=always NATS_EMBEDDED_ADDR="127.0.0.1:$NATS_PORT" \
+    HTTP_ADDR="127.0.0.1:$HTTP_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" JWT_SECRET="$JWT_SECRET" \
+    LOG_LEVEL=warn bin/orderd serve 2>"$2" &
+  pid=$!
+  if ! wait_ready "http://127.0.0.1:$HTTP_PORT/readyz"; then
+    echo "orderd did not become ready; its log:" >&2
+    tail -20 "$2" >&2
+    exit 1
+  fi
+}
