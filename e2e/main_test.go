@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/flashsale/orderd/pkg/postgres"
 	"github.com/flashsale/orderd/pkg/postgres/pgtest"
 	"github.com/flashsale/orderd/pkg/redisstore/redistest"
 )
@@ -34,16 +31,8 @@ func TestMain(m *testing.M) {
 }
 
 func ping(ctx context.Context) error {
-	db, err := postgres.Open(ctx, pgtest.ServerURL(), 1)
-	if err != nil {
+	if err := pgtest.Ping(ctx); err != nil {
 		return err
 	}
-	db.Close()
-	opt, err := redis.ParseURL(redistest.URL())
-	if err != nil {
-		return err
-	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	return rdb.Ping(ctx).Err()
+	return redistest.Ping(ctx)
 }

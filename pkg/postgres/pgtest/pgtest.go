@@ -75,3 +75,13 @@ func randomHex(n int) string {
 	}
 	return hex.EncodeToString(b)
 }
+
+// Ping checks that the test server answers, for a TestMain that wants one
+// clear message when PostgreSQL is not running.
+func Ping(ctx context.Context) error {
+	db, err := postgres.Open(ctx, ServerURL(), 1)
+	if err != nil {
+		return err
+	}
+	return db.Close()
+}

@@ -43,3 +43,13 @@ func New(tb testing.TB) (*redisstore.Store, string) {
 	})
 	return s, prefix
 }
+
+// Ping checks that the test server answers, for a TestMain that wants one
+// clear message when Redis is not running.
+func Ping(ctx context.Context) error {
+	s, err := redisstore.Open(ctx, URL(), "")
+	if err != nil {
+		return err
+	}
+	return s.Close()
+}
