@@ -130,6 +130,18 @@ bench: deps ## hot-sku against orderd serve (durable defaults) RUNS times on fre
 bench-limits: deps ## the ceilings: bare HTTP, orderd accept path, JetStream durable writes, PostgreSQL batched transaction
 	S=$(S) N=$(N) C=$(C) BENCH_DIR=$(BENCH_DIR) bash scripts/bench-limits.sh
 
+# make bench-durability [RUNS=3]: JetStream durable command writes per second
+# for one server and a three-node cluster (R3), sync_interval always and the
+# lazy default, one command per message and group-committed; medians of RUNS
+# (docs/durability.md; about 3 minutes on a 2-core machine).
+.PHONY: bench-durability
+bench-durability: ## JetStream command writes/s: R1 and R3, sync_interval always and lazy (medians of RUNS)
+	@mkdir -p $(BENCH_DIR)
+	$(GO) build -trimpath -o bin/benchlimits ./cmd/benchlimits
+	@echo "bench-durability: $$(nproc) cores; $$(uptime)" >&2
+	bin/benchlimits durability --runs $(RUNS) --json $(BENCH_DIR)/durability.json
+	@echo "bench-durability: $$(uptime)" >&2
+
 .PHONY: bench-peer
 bench-peer: ## the django-seed peer (PEER_DIR) with the same S N C; its JSON goes to BENCH_DIR/peer.json
 	@mkdir -p $(BENCH_DIR)

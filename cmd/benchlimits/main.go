@@ -12,6 +12,13 @@
 // machine: the bare-HTTP ceiling of the accept rate. For flashbench's setup
 // it also answers POST /v1/skus and POST /v1/addresses with 201 and a fresh
 // id (nothing is stored), and GET /healthz and /readyz with 200.
+//
+//	benchlimits durability [--settings r1-always,r1-lazy,r3-always,r3-lazy] [--runs 3] ...
+//
+// measures JetStream durable command writes as the ingress issues them
+// (BatchPublisher) for each durability setting: one server or a three-node
+// cluster (R3), sync_interval always or the server's lazy default; for make
+// bench-durability (docs/durability.md).
 package main
 
 import (
@@ -42,15 +49,24 @@ import (
 
 const usage = `Usage:
   benchlimits http [--addr ADDR] [--jwt-secret SECRET]
+  benchlimits durability [--settings ...] [--batch 1,256] [--runs 3] ... (--help)
 
 http: a bare POST /v1/orders (JWT check, strict JSON decode, 202) without
 NATS, Redis or PostgreSQL, for flashbench raw-accept. JWT_SECRET stands in for
 --jwt-secret.
+
+durability: JetStream durable command writes per second for R1 and R3,
+sync_interval always and lazy (see benchlimits durability --help).
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	var code int
+	if len(os.Args) > 1 && os.Args[1] == "durability" {
+		code = runDurability(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	} else {
+		code = run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	}
 	stop()
 	os.Exit(code)
 }
