@@ -185,7 +185,7 @@ func ShutdownAll(servers []*server.Server) {
 // moment (its meta leader does not know every peer yet).
 func EnsureStreamsRetry(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
 	for {
-		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := EnsureStreams(actx, js, c)
 		cancel()
 		if err == nil {
