@@ -31,3 +31,15 @@ func ParseStatus(s string) (Status, bool) {
 	st := Status(s)
 	return st, StatusRank(st) >= 0
 }
+
+// CheckoutFacts is what the database tells the ingress about a checkout
+// before it accepts it: whether the address is the buyer's, and the order
+// an earlier request with the same Idempotency-Key placed, if any.
+type CheckoutFacts struct {
+	AddressOK bool
+	// Prior is the earlier order (id and number only), or nil.
+	Prior *Order
+	// PriorHash is the hash of the request that placed Prior ("" if
+	// none was recorded).
+	PriorHash string
+}

@@ -106,6 +106,10 @@ type Order struct {
 	HoldUntil     *time.Time    `json:"hold_until,omitempty" db:"hold_until"`
 	PaidAt        *time.Time    `json:"paid_at,omitempty" db:"paid_at"`
 	UpdatedAt     time.Time     `json:"updated_at" db:"updated_at"`
+	// QueuePosition is, while the order is pending, about how many
+	// commands are ahead of it in its partition (set by the ingress when
+	// it answers; never stored).
+	QueuePosition *int64 `json:"queue_position,omitempty" db:"-"`
 }
 
 // Price fills line totals, subtotal and grand total from the lines' unit

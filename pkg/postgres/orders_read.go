@@ -100,31 +100,6 @@ func (db *DB) Order(ctx context.Context, id uuid.UUID) (*order.Order, error) {
 	return o, nil
 }
 
-// OrderByIdempotencyKey returns userID's order placed with the
-// Idempotency-Key key (the row that records the key, or else the row whose
-// id is order.IdempotentID(userID, key)), with its lines, and the hash of
-// the request that placed it ("" if none was recorded). It returns an ENOTFOUND error if
-// there is none, and EUNAVAILABLE if the database is unreachable.
-func (db *DB) OrderByIdempotencyKey(ctx context.Context, userID, key string) (*order.Order, string, error) {
-	var r orderRow
-	// The order id derives from (user, key): finding it by id as well keeps
-	// a replay right even for a row written without its key.
-	err := db.GetContext(ctx, &r, `SELECT `+orderColumns+` FROM orders
-		WHERE user_id = $1 AND (idempotency_key = $2 OR id = $3)
-		ORDER BY (idempotency_key = $2) DESC NULLS LAST LIMIT 1`, userID, key, order.IdempotentID(userID, key))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, "", order.Errorf(order.ENOTFOUND, "no order with this idempotency key")
-	}
-	if err != nil {
-		return nil, "", translate(fmt.Errorf("get order by idempotency key: %w", err))
-	}
-	o := r.order()
-	if err := db.fillLines(ctx, o); err != nil {
-		return nil, "", err
-	}
-	return o, r.RequestHash.String, nil
-}
-
 // OrdersByUser returns up to limit of userID's orders with their lines,
 // newest first by (accepted_at, id) descending, starting after cursor (""
 // for the first page), and the cursor of the next page ("" on the last).

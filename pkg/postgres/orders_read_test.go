@@ -108,23 +108,40 @@ func TestOrder(t *testing.T) {
 	}
 }
 
-func TestOrderByIdempotencyKey(t *testing.T) {
+func TestCheckoutFacts(t *testing.T) {
 	t.Parallel()
 	_, db := pgtest.New(t)
 	f := newOrderFixture(t, db)
 	ctx := context.Background()
 	want := f.insertOrder(t, "u1", time.Now(), order.StatusConfirmed, "key-1", "hash-1")
-	got, hash, err := db.OrderByIdempotencyKey(ctx, "u1", "key-1")
+	addr := f.addrs["u1"]
+	got, err := db.CheckoutFacts(ctx, "u1", addr, "key-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ID != want.ID || hash != "hash-1" {
-		t.Errorf("got order %s hash %q, want %s hash-1", got.ID, hash, want.ID)
+	if !got.AddressOK || got.Prior == nil || got.Prior.ID != want.ID || got.Prior.Number != want.Number || got.PriorHash != "hash-1" {
+		t.Errorf("got %+v (prior %+v), want the address ok and order %s %s with hash-1", got, got.Prior, want.ID, want.Number)
 	}
-	for _, c := range []struct{ user, key string }{{"u2", "key-1"}, {"u1", "key-2"}} {
-		if _, _, err := db.OrderByIdempotencyKey(ctx, c.user, c.key); order.ErrorCode(err) != order.ENOTFOUND {
-			t.Errorf("user %s key %s: err %v, want ENOTFOUND", c.user, c.key, err)
+	for _, c := range []struct {
+		user, key string
+		addr      uuid.UUID
+		addrOK    bool
+	}{
+		{"u2", "key-1", addr, false},       // another user's key and address
+		{"u1", "key-2", addr, true},        // a new key
+		{"u1", "", addr, true},             // no key
+		{"u1", "key-2", uuid.New(), false}, // an unknown address
+	} {
+		got, err := db.CheckoutFacts(ctx, c.user, c.addr, c.key)
+		if err != nil || got.Prior != nil || got.AddressOK != c.addrOK {
+			t.Errorf("user %s key %q: got %+v %v, want no prior order and address ok %v", c.user, c.key, got, err, c.addrOK)
 		}
+	}
+	if _, err := db.Exec(`UPDATE addresses SET deleted_at = now() WHERE id = $1`, addr); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.CheckoutFacts(ctx, "u1", addr, "key-2"); err != nil || got.AddressOK {
+		t.Errorf("deleted address: got %+v %v, want not ok", got, err)
 	}
 }
 
@@ -312,7 +329,7 @@ func TestDBNextOrderSeq(t *testing.T) {
 	}
 }
 
-func TestOrderByIdempotencyKeyWithoutStoredKey(t *testing.T) {
+func TestCheckoutFactsWithoutStoredKey(t *testing.T) {
 	t.Parallel()
 	_, db := pgtest.New(t)
 	f := newOrderFixture(t, db)
@@ -320,8 +337,8 @@ func TestOrderByIdempotencyKeyWithoutStoredKey(t *testing.T) {
 	if _, err := db.Exec(`UPDATE orders SET idempotency_key = NULL, request_hash = NULL WHERE id = $1`, want.ID); err != nil {
 		t.Fatal(err)
 	}
-	got, hash, err := db.OrderByIdempotencyKey(context.Background(), "u1", "key-1")
-	if err != nil || got.ID != want.ID || hash != "" {
-		t.Errorf("got %v %q %v, want the order found by its derived id, without a hash", got, hash, err)
+	got, err := db.CheckoutFacts(context.Background(), "u1", f.addrs["u1"], "key-1")
+	if err != nil || got.Prior == nil || got.Prior.ID != want.ID || got.PriorHash != "" {
+		t.Errorf("got %+v %v, want the order found by its derived id, without a hash", got, err)
 	}
 }

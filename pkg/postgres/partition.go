@@ -44,8 +44,9 @@ type Outcome struct {
 // to do outside the transaction: cache Orders and remove CartRemovals from
 // the carts (redisstore.Store.ApplyDecisions).
 type BatchResult struct {
-	Applied  int // commands applied by this batch
-	Skipped  int // commands applied before (redeliveries): their orders were re-read
+	Applied   int // commands applied by this batch
+	Checkouts int // of which checkouts: how far the partition's line moved on
+	Skipped   int // commands applied before (redeliveries): their orders were re-read
 	Outcomes []Outcome
 	// Orders holds the current state of every order the batch decided or
 	// changed, and of the orders of skipped commands, except pending ones
@@ -1062,9 +1063,21 @@ func updateSKUsGuarded(ctx context.Context, tx sqlx.ExecerContext, ids []string,
 
 // result collects the batch's outcomes and the current state of the orders
 // the status cache should hold, re-reading those of skipped commands.
+// checkouts counts the checkout commands the batch applied.
+func (b *partBatch) checkouts() int {
+	n := 0
+	for _, c := range b.applied {
+		if c.Kind == order.KindCheckout {
+			n++
+		}
+	}
+	return n
+}
+
 func (b *partBatch) result() (*BatchResult, error) {
 	res := &BatchResult{
 		Applied:      len(b.applied),
+		Checkouts:    b.checkouts(),
 		Skipped:      len(b.redo),
 		Outcomes:     b.outcomes,
 		CartRemovals: b.cart,

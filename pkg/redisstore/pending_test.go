@@ -2,6 +2,8 @@ package redisstore_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/redisstore"
 	"github.com/flashsale/orderd/pkg/redisstore/redistest"
 )
 
@@ -29,7 +32,7 @@ func TestPutPending(t *testing.T) {
 		o   *order.Order
 		rec *order.Idempotency
 	}{{o1, nil}, {o2, rec}} {
-		wrote, err := s.PutPending(ctx, c.o, c.rec)
+		wrote, err := s.PutPending(ctx, c.o, c.rec, redisstore.NoQueue)
 		if err != nil || !wrote {
 			t.Fatalf("PutPending: %v, %v", wrote, err)
 		}
@@ -47,7 +50,7 @@ func TestPutPending(t *testing.T) {
 	if err := s.PutOrders(ctx, &decided); err != nil {
 		t.Fatal(err)
 	}
-	if wrote, err := s.PutPending(ctx, o1, nil); err != nil || wrote {
+	if wrote, err := s.PutPending(ctx, o1, nil, redisstore.NoQueue); err != nil || wrote {
 		t.Errorf("PutPending over a decision: %v, %v; want false", wrote, err)
 	}
 	if err := s.CacheOrder(ctx, o1); err != nil {
@@ -88,7 +91,7 @@ func TestPutPending(t *testing.T) {
 
 	// DropPending takes the order out of the cache and the index, and
 	// keeps the record.
-	if err := s.DropPending(ctx, o2); err != nil {
+	if err := s.DropPending(ctx, o2, redisstore.NoQueue); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.OrderStatus(ctx, o2.ID); order.ErrorCode(err) != order.ENOTFOUND {
@@ -102,34 +105,103 @@ func TestPutPending(t *testing.T) {
 	}
 }
 
-func TestLockIdempotency(t *testing.T) {
+func TestClaimIdempotency(t *testing.T) {
 	t.Parallel()
 	s, _ := redistest.New(t)
 	ctx := context.Background()
 	id := uuid.New()
-	unlock, ok, err := s.LockIdempotency(ctx, id, time.Minute)
-	if err != nil || !ok {
-		t.Fatalf("first lock: %v, %v", ok, err)
+	first, err := s.ClaimIdempotency(ctx, id, time.Minute)
+	if err != nil || !first.Held || first.Record != nil {
+		t.Fatalf("first claim: %+v, %v; want held, no record", first, err)
 	}
-	if _, ok, _ := s.LockIdempotency(ctx, id, time.Minute); ok {
+	if c, _ := s.ClaimIdempotency(ctx, id, time.Minute); c.Held {
 		t.Error("a second holder got the lock")
 	}
-	if _, ok, _ := s.LockIdempotency(ctx, uuid.New(), time.Minute); !ok {
+	if c, _ := s.ClaimIdempotency(ctx, uuid.New(), time.Minute); !c.Held {
 		t.Error("another key's lock is taken")
 	}
-	unlock()
-	unlock2, ok, _ := s.LockIdempotency(ctx, id, 50*time.Millisecond)
-	if !ok {
-		t.Fatal("the lock was not released")
+	// Released with a record: the next claim reads it.
+	rec := &order.Idempotency{RequestHash: "h", Command: order.Command{ID: id, Kind: order.KindCheckout}, Published: true}
+	if err := s.ReleaseIdempotency(ctx, id, first, rec); err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.ClaimIdempotency(ctx, id, 50*time.Millisecond)
+	if err != nil || !second.Held {
+		t.Fatalf("the lock was not released: %+v, %v", second, err)
+	}
+	if diff := cmp.Diff(rec, second.Record); diff != "" {
+		t.Errorf("record read with the claim (-want +got):\n%s", diff)
 	}
 	// An expired holder cannot release the next holder's lock.
 	time.Sleep(100 * time.Millisecond)
-	_, ok, _ = s.LockIdempotency(ctx, id, time.Minute)
-	if !ok {
+	third, _ := s.ClaimIdempotency(ctx, id, time.Minute)
+	if !third.Held {
 		t.Fatal("the lock did not expire")
 	}
-	unlock2()
-	if _, ok, _ := s.LockIdempotency(ctx, id, time.Minute); ok {
+	if err := s.ReleaseIdempotency(ctx, id, second, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.ClaimIdempotency(ctx, id, time.Minute); c.Held {
 		t.Error("a stale holder released the current holder's lock")
+	}
+	// Releasing a claim not held is a no-op.
+	if err := s.ReleaseIdempotency(ctx, id, redisstore.Claim{}, nil); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestQueuePosition(t *testing.T) {
+	t.Parallel()
+	s, _ := redistest.New(t)
+	ctx := context.Background()
+	const p = 3
+	var line []*order.Order
+	for i := range 5 {
+		o := pendingOrder(fmt.Sprintf("u%d", i), time.Now())
+		if wrote, err := s.PutPending(ctx, o, nil, p); err != nil || !wrote {
+			t.Fatalf("PutPending: %v %v", wrote, err)
+		}
+		line = append(line, o)
+	}
+	ticketOf := func(o *order.Order) redisstore.Ticket {
+		t.Helper()
+		_, tk, err := s.OrderInLine(ctx, o.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	for i, o := range line {
+		if tk := ticketOf(o); tk.Partition != p || tk.N != int64(i+1) {
+			t.Errorf("order %d: ticket %+v, want partition %d number %d", i, tk, p, i+1)
+		}
+	}
+	// The partition applied two checkouts; the first publish of the rest
+	// failed: three served.
+	if err := s.ApplyPartition(ctx, p, 2, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropPending(ctx, line[2], p); err != nil {
+		t.Fatal(err)
+	}
+	done, err := s.QueueDone(ctx, p+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{0, 0, 0, 3}; !slices.Equal(done, want) {
+		t.Errorf("done %v, want %v", done, want)
+	}
+	// A state cached before the pending one: no ticket.
+	late := pendingOrder("u9", time.Now())
+	decided := *late
+	decided.Status = order.StatusRejected
+	if err := s.PutOrders(ctx, &decided); err != nil {
+		t.Fatal(err)
+	}
+	if wrote, _ := s.PutPending(ctx, late, nil, p); wrote {
+		t.Error("PutPending wrote over a decision")
+	}
+	if tk := ticketOf(late); tk != (redisstore.Ticket{}) {
+		t.Errorf("decided order has ticket %+v", tk)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -34,16 +35,23 @@ func (s *Store) PutOrders(ctx context.Context, orders ...*order.Order) error {
 // idempotent, so a worker repeats them when a command is redelivered after
 // its transaction committed.
 func (s *Store) ApplyDecisions(ctx context.Context, orders []*order.Order, cartRemovals map[string][]uuid.UUID) error {
-	if len(orders) == 0 && len(cartRemovals) == 0 {
+	return s.ApplyPartition(ctx, NoQueue, 0, orders, cartRemovals)
+}
+
+// ApplyPartition is ApplyDecisions for a batch of partition p that applied
+// n checkouts: it also moves p's line on by n (see queue.go), in the same
+// round trip.
+func (s *Store) ApplyPartition(ctx context.Context, p, n int, orders []*order.Order, cartRemovals map[string][]uuid.UUID) error {
+	if len(orders) == 0 && len(cartRemovals) == 0 && (p == NoQueue || n == 0) {
 		return nil
 	}
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, o := range orders {
 			data, err := json.Marshal(o)
 			if err != nil {
 				return fmt.Errorf("encode order %s: %w", o.ID, err)
 			}
-			p.Set(ctx, s.orderKey(o.ID), data, StatusTTL)
+			pipe.Set(ctx, s.orderKey(o.ID), data, StatusTTL)
 		}
 		for user, skus := range cartRemovals {
 			if len(skus) == 0 {
@@ -53,7 +61,10 @@ func (s *Store) ApplyDecisions(ctx context.Context, orders []*order.Order, cartR
 			for i, id := range skus {
 				fields[i] = id.String()
 			}
-			p.HDel(ctx, s.cartKey(user), fields...)
+			pipe.HDel(ctx, s.cartKey(user), fields...)
+		}
+		if p != NoQueue {
+			s.queueDone(ctx, pipe, p, n)
 		}
 		return nil
 	})
@@ -79,18 +90,32 @@ func (s *Store) PutPendingIfAbsent(ctx context.Context, o *order.Order) (bool, e
 
 // OrderStatus returns the cached order, or an ENOTFOUND error.
 func (s *Store) OrderStatus(ctx context.Context, id uuid.UUID) (*order.Order, error) {
-	data, err := s.rdb.Get(ctx, s.orderKey(id)).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, order.Errorf(order.ENOTFOUND, "order %s is not cached", id)
+	o, _, err := s.OrderInLine(ctx, id)
+	return o, err
+}
+
+// OrderInLine returns the cached order and its ticket in its partition's
+// line (the zero Ticket if it has none), in one round trip, or an
+// ENOTFOUND error.
+func (s *Store) OrderInLine(ctx context.Context, id uuid.UUID) (*order.Order, Ticket, error) {
+	var state, ticket *redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		state = p.Get(ctx, s.orderKey(id))
+		ticket = p.Get(ctx, s.ticketKey(id))
+		return nil
+	})
+	data, serr := state.Bytes()
+	if errors.Is(serr, redis.Nil) {
+		return nil, Ticket{}, order.Errorf(order.ENOTFOUND, "order %s is not cached", id)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: redis get order: %w", order.Errorf(order.EUNAVAILABLE, "the status cache is unavailable"), err)
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, Ticket{}, fmt.Errorf("%w: redis get order: %w", order.Errorf(order.EUNAVAILABLE, "the status cache is unavailable"), err)
 	}
 	var o order.Order
 	if err := json.Unmarshal(data, &o); err != nil {
-		return nil, fmt.Errorf("decode cached order %s: %w", id, err)
+		return nil, Ticket{}, fmt.Errorf("decode cached order %s: %w", id, err)
 	}
-	return &o, nil
+	return &o, parseTicket(ticket.Val()), nil
 }
 
 // DeleteOrder drops an order's cached state.
@@ -108,12 +133,37 @@ func (s *Store) userOrdersKey(userID string) string {
 	return s.key("user_orders:", userID)
 }
 
+// putPendingScript is PutPending in one round trip: KEYS are the order's
+// state, its user's index of recent orders, its idempotency record, its
+// partition's queue counter and its ticket; ARGV the order's JSON, the time
+// to live in seconds, its index score and member, the index's size, the
+// idempotency record's JSON ("" for none) and the partition ("" for none).
+// It returns 1 if it wrote the state, 0 if one was cached already (and then
+// takes no ticket: the order is not waiting in line any more).
+var putPendingScript = redis.NewScript(`
+local wrote = redis.call("SET", KEYS[1], ARGV[1], "NX", "EX", ARGV[2])
+redis.call("ZADD", KEYS[2], ARGV[3], ARGV[4])
+redis.call("ZREMRANGEBYRANK", KEYS[2], 0, -tonumber(ARGV[5]) - 1)
+redis.call("EXPIRE", KEYS[2], ARGV[2])
+if ARGV[6] ~= "" then
+	redis.call("SET", KEYS[3], ARGV[6], "EX", ARGV[2])
+end
+if not wrote then
+	return 0
+end
+if ARGV[7] ~= "" then
+	local n = redis.call("INCR", KEYS[4])
+	redis.call("SET", KEYS[5], ARGV[7] .. ":" .. n, "EX", ARGV[2])
+end
+return 1`)
+
 // PutPending caches a pending order as PutPendingIfAbsent does, adds it to
-// its user's index of recent orders (RecentOrders), and, when idem is not
-// nil, stores the checkout's idempotency record; all in one MULTI round
-// trip. It reports whether the order's state was written (false: a state
-// was already cached).
-func (s *Store) PutPending(ctx context.Context, o *order.Order, idem *order.Idempotency) (bool, error) {
+// its user's index of recent orders (RecentOrders), when idem is not nil
+// stores the checkout's idempotency record, and, when queue is a partition
+// (not NoQueue), gives the order a ticket in that partition's line
+// (QueuePosition); all in one round trip. It reports whether the order's
+// state was written (false: a state was already cached).
+func (s *Store) PutPending(ctx context.Context, o *order.Order, idem *order.Idempotency, queue int) (bool, error) {
 	data, err := json.Marshal(o)
 	if err != nil {
 		return false, fmt.Errorf("encode order %s: %w", o.ID, err)
@@ -124,31 +174,31 @@ func (s *Store) PutPending(ctx context.Context, o *order.Order, idem *order.Idem
 			return false, fmt.Errorf("encode idempotency record %s: %w", o.ID, err)
 		}
 	}
-	idx := s.userOrdersKey(o.UserID)
-	var setnx *redis.BoolCmd
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		setnx = p.SetNX(ctx, s.orderKey(o.ID), data, StatusTTL)
-		p.ZAdd(ctx, idx, redis.Z{Score: float64(o.AcceptedAt.UnixMicro()), Member: o.ID.String()})
-		p.ZRemRangeByRank(ctx, idx, 0, -MaxPendingIndex-1)
-		p.Expire(ctx, idx, StatusTTL)
-		if rec != nil {
-			p.Set(ctx, s.idemKey(o.ID), rec, StatusTTL)
-		}
-		return nil
-	})
+	part := ""
+	if queue != NoQueue {
+		part = strconv.Itoa(queue)
+	}
+	keys := []string{s.orderKey(o.ID), s.userOrdersKey(o.UserID), s.idemKey(o.ID), s.queueInKey(queue), s.ticketKey(o.ID)}
+	wrote, err := putPendingScript.Run(ctx, s.rdb, keys, data, int64(StatusTTL/time.Second),
+		o.AcceptedAt.UnixMicro(), o.ID.String(), MaxPendingIndex, rec, part).Int()
 	if err != nil {
 		return false, statusUnavailable("put pending order", err)
 	}
-	return setnx.Val(), nil
+	return wrote == 1, nil
 }
 
-// DropPending undoes PutPending's cached state and index entry for an order
-// whose command was not accepted. It keeps the idempotency record, so that a
-// retry with the same key reuses the same order number and command.
-func (s *Store) DropPending(ctx context.Context, o *order.Order) error {
+// DropPending undoes PutPending's cached state, index entry and ticket for
+// an order whose command was not accepted (its place in line counts as
+// served, so the orders behind it move up). It keeps the idempotency
+// record, so that a retry with the same key reuses the same order number
+// and command.
+func (s *Store) DropPending(ctx context.Context, o *order.Order, queue int) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.orderKey(o.ID))
+		p.Del(ctx, s.orderKey(o.ID), s.ticketKey(o.ID))
 		p.ZRem(ctx, s.userOrdersKey(o.UserID), o.ID.String())
+		if queue != NoQueue {
+			p.IncrBy(ctx, s.queueDoneKey(queue), 1)
+		}
 		return nil
 	})
 	if err != nil {
@@ -232,34 +282,6 @@ func (s *Store) PutIdempotency(ctx context.Context, id uuid.UUID, rec *order.Ide
 		return statusUnavailable("put idempotency record", err)
 	}
 	return nil
-}
-
-// unlockScript deletes a lock only if it still holds the caller's token, so
-// a holder whose lock expired cannot release the next holder's.
-var unlockScript = redis.NewScript(`
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-	return redis.call("DEL", KEYS[1])
-end
-return 0`)
-
-// LockIdempotency takes the short lock that serializes checkouts with the
-// same idempotency key (order id): SET NX with ttl. It returns false if
-// another request holds it, and otherwise a function that releases it.
-func (s *Store) LockIdempotency(ctx context.Context, id uuid.UUID, ttl time.Duration) (func(), bool, error) {
-	token := uuid.NewString()
-	key := s.idemLockKey(id)
-	ok, err := s.rdb.SetNX(ctx, key, token, ttl).Result()
-	if err != nil {
-		return nil, false, statusUnavailable("lock idempotency key", err)
-	}
-	if !ok {
-		return nil, false, nil
-	}
-	return func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		unlockScript.Run(rctx, s.rdb, []string{key}, token)
-	}, true, nil
 }
 
 // statusUnavailable wraps a Redis failure as EUNAVAILABLE, keeping the cause

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/redisstore"
 )
 
 // MaxIdempotencyKeyLen bounds the Idempotency-Key header.
@@ -169,103 +170,103 @@ func (s *Server) checkout(w http.ResponseWriter, r *http.Request) error {
 	ctx, user := r.Context(), principal(r.Context()).UserID
 	hash := req.hash()
 	if key == "" {
-		return s.placeOrder(w, r, &req, uuid.New(), "", hash)
+		_, err := s.placeOrder(w, r, &req, uuid.New(), "", hash)
+		return err
 	}
 	id := order.IdempotentID(user, key)
-	unlock, err := s.lockIdempotency(ctx, id)
+	claim, err := s.claimIdempotency(ctx, id)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	if done, err := s.replayCheckout(w, r, id, user, key, hash); done || err != nil {
-		return err
+	published, err := s.checkoutClaimed(w, r, &req, claim, id, key, hash)
+	if rerr := s.Status.ReleaseIdempotency(ctx, id, claim, published); rerr != nil {
+		// The lock expires by itself; an unmarked record only makes a
+		// retry republish the command, which is harmless.
+		s.log.WarnContext(ctx, "checkout: could not release the idempotency key", "order", id, "err", rerr)
 	}
-	return s.placeOrder(w, r, &req, id, key, hash)
+	return err
 }
 
-// lockIdempotency takes the lock of one idempotency key, waiting up to
-// idempotencyLockWait for a request holding it. It returns ECONFLICT if the
-// lock stays taken.
-func (s *Server) lockIdempotency(ctx context.Context, id uuid.UUID) (func(), error) {
+// claimIdempotency takes the lock of one idempotency key and reads its
+// record (one Redis round trip), waiting up to idempotencyLockWait for a
+// request holding it. It returns ECONFLICT if the lock stays taken.
+func (s *Server) claimIdempotency(ctx context.Context, id uuid.UUID) (redisstore.Claim, error) {
 	ttl := s.cfg.PublishTimeout + 5*time.Second
 	deadline := time.Now().Add(idempotencyLockWait)
 	for {
-		unlock, ok, err := s.Status.LockIdempotency(ctx, id, ttl)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			return unlock, nil
+		claim, err := s.Status.ClaimIdempotency(ctx, id, ttl)
+		if err != nil || claim.Held {
+			return claim, err
 		}
 		if time.Now().After(deadline) {
-			return nil, withRetryAfter(order.Errorf(order.ECONFLICT, "a request with this Idempotency-Key is in progress; retry it shortly"), 1)
+			return claim, withRetryAfter(order.Errorf(order.ECONFLICT, "a request with this Idempotency-Key is in progress; retry it shortly"), 1)
 		}
 		select {
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return claim, ctx.Err()
 		}
 	}
 }
 
-// replayCheckout answers a checkout whose Idempotency-Key was seen before,
-// and reports whether it did. It looks in Redis first (the idempotency
-// record, kept as long as the status cache), then in PostgreSQL (the order
-// written by the partition). A record whose command was never acknowledged
-// (the first attempt failed, or its process died before the ack) is
-// republished: the command id is the order id, so JetStream drops a
+// checkoutClaimed answers a checkout whose Idempotency-Key this request
+// holds. A key whose Redis record exists was seen before: the same body
+// gets the first answer again, and the first command is republished if it
+// was never acknowledged (the first attempt failed, or its process died
+// before the ack: the command id is the order id, so JetStream drops a
 // duplicate within its window and the partition skips an order it has
-// already written after it.
-func (s *Server) replayCheckout(w http.ResponseWriter, r *http.Request, id uuid.UUID, user, key, hash string) (bool, error) {
-	ctx := r.Context()
-	mismatch := func() error {
-		return order.Invalid("this Idempotency-Key was used for a different request",
-			order.FieldError{Field: "Idempotency-Key", Detail: "was already used with another body; use a new key for a new order"})
+// already written after it). Otherwise the order is placed, unless
+// PostgreSQL knows the key (placeOrder). It returns the record to store as
+// published when the request published its command.
+func (s *Server) checkoutClaimed(w http.ResponseWriter, r *http.Request, req *checkoutRequest, claim redisstore.Claim, id uuid.UUID, key, hash string) (*order.Idempotency, error) {
+	rec := claim.Record
+	if rec == nil {
+		return s.placeOrder(w, r, req, id, key, hash)
 	}
-	rec, err := s.Status.Idempotency(ctx, id)
-	switch order.ErrorCode(err) {
-	case "":
-		if rec.RequestHash != hash {
-			return true, mismatch()
+	if rec.RequestHash != hash {
+		return nil, errKeyReused()
+	}
+	var published *order.Idempotency
+	if !rec.Published {
+		if err := s.publishCheckout(r.Context(), rec.Command, rec); err != nil {
+			return nil, err
 		}
-		if !rec.Published {
-			if err := s.publishCheckout(ctx, rec.Command, rec); err != nil {
-				return true, err
-			}
-		}
-		writeAccepted(w, rec.Command.ID, rec.Command.Checkout.OrderNumber, true)
-		return true, nil
-	case order.ENOTFOUND:
-	default:
-		return true, err
+		rec.Published = true
+		published = rec
 	}
-	o, h, err := s.Orders.OrderByIdempotencyKey(ctx, user, key)
-	switch order.ErrorCode(err) {
-	case "":
-	case order.ENOTFOUND:
-		return false, nil
-	default:
-		return true, err
-	}
-	if h != "" && h != hash {
-		return true, mismatch()
-	}
-	writeAccepted(w, o.ID, o.Number, true)
-	return true, nil
+	writeAccepted(w, rec.Command.ID, rec.Command.Checkout.OrderNumber, true)
+	return published, nil
+}
+
+// errKeyReused is the answer to an Idempotency-Key sent again with another
+// body.
+func errKeyReused() error {
+	return order.Invalid("this Idempotency-Key was used for a different request",
+		order.FieldError{Field: "Idempotency-Key", Detail: "was already used with another body; use a new key for a new order"})
 }
 
 // placeOrder runs the checks that need the stores (the address is the
 // caller's, the cart holds the SKUs, no SKU's sale is paused), builds the
-// checkout command and publishes it.
-func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkoutRequest, id uuid.UUID, key, hash string) error {
+// checkout command and publishes it. An order that PostgreSQL already
+// holds for the Idempotency-Key (its Redis record was lost or expired) is
+// answered as a replay instead. It returns the idempotency record to mark
+// published, if any.
+func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkoutRequest, id uuid.UUID, key, hash string) (*order.Idempotency, error) {
 	ctx, user := r.Context(), principal(r.Context()).UserID
-	lines, prices, err := s.checkoutFacts(ctx, user, req)
+	lines, prices, prior, err := s.checkoutFacts(ctx, user, req, key)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if prior != nil {
+		if prior.PriorHash != "" && prior.PriorHash != hash {
+			return nil, errKeyReused()
+		}
+		writeAccepted(w, prior.Prior.ID, prior.Prior.Number, true)
+		return nil, nil
 	}
 	seq, err := s.Numbers.NextOrderSeq(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// PostgreSQL keeps microseconds: the time the cache and the database
 	// hold must be the same for the order list's keyset to line up.
@@ -290,34 +291,40 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkou
 		},
 	}
 	if err := cmd.Validate(cmd.Partition, s.cfg.Partitions); err != nil {
-		return fmt.Errorf("checkout built an invalid command: %v", err) // a bug: 500
+		return nil, fmt.Errorf("checkout built an invalid command: %v", err) // a bug: 500
 	}
 	var rec *order.Idempotency
 	if key != "" {
 		rec = &order.Idempotency{RequestHash: hash, Command: cmd}
 	}
 	if err := s.publishCheckout(ctx, cmd, rec); err != nil {
-		return err
+		return nil, err
 	}
 	writeAccepted(w, cmd.ID, cmd.Checkout.OrderNumber, false)
-	return nil
+	if rec != nil {
+		rec.Published = true
+	}
+	return rec, nil
 }
 
 // checkoutFacts checks what the request names against the stores and
 // returns the order's lines: the address must be one of the caller's, a
 // cart checkout's SKUs must be in the caller's cart with a quantity (which
-// the lines snapshot), and no SKU's sale may be paused. The address and the
-// SKUs are read concurrently. Field errors of both checks come in one 422.
-// It also returns the SKUs' current prices, the order's quote.
-func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRequest) ([]order.LineRequest, map[uuid.UUID]int64, error) {
+// the lines snapshot), and no SKU's sale may be paused. PostgreSQL answers
+// the address and the Idempotency-Key in one query while Redis reads the
+// cart. Field errors of both checks come in one 422. It also returns the
+// SKUs' current prices, the order's quote; or, before any check, the
+// facts naming the order an earlier request with the key placed.
+func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRequest, key string) ([]order.LineRequest, map[uuid.UUID]int64, *order.CheckoutFacts, error) {
 	var (
 		wg      sync.WaitGroup
-		addrErr error
+		facts   order.CheckoutFacts
+		factErr error
 	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_, addrErr = s.Addresses.Address(ctx, user, req.AddressID)
+		facts, factErr = s.Orders.CheckoutFacts(ctx, user, req.AddressID, key)
 	}()
 	lines, cartErr := s.checkoutLines(ctx, user, req)
 	var (
@@ -328,30 +335,32 @@ func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRe
 		paused, prices = s.quoteSKUs(ctx, lines)
 	}
 	wg.Wait()
+	if factErr != nil {
+		return nil, nil, nil, factErr
+	}
+	if facts.Prior != nil {
+		return nil, nil, &facts, nil
+	}
 	var f order.Fields
-	switch order.ErrorCode(addrErr) {
-	case "":
-	case order.ENOTFOUND:
+	if !facts.AddressOK {
 		f.Add("address_id", "is not one of your addresses")
-	default:
-		return nil, nil, addrErr
 	}
 	switch order.ErrorCode(cartErr) {
 	case "":
 	case order.EINVALID:
 		f = append(f, order.ErrorFields(cartErr)...)
 	default:
-		return nil, nil, cartErr
+		return nil, nil, nil, cartErr
 	}
 	if err := f.Err("the order cannot be placed"); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for _, l := range lines {
 		if paused[l.SKUID] {
-			return nil, nil, order.Errorf(order.EPAUSED, "the sale of SKU %s is paused", l.SKUID)
+			return nil, nil, nil, order.Errorf(order.EPAUSED, "the sale of SKU %s is paused", l.SKUID)
 		}
 	}
-	return lines, prices, nil
+	return lines, prices, nil, nil
 }
 
 // checkoutLines returns the order's lines: the items of a direct purchase,
@@ -443,34 +452,27 @@ func pendingOrder(cmd order.Command) *order.Order {
 }
 
 // publishCheckout caches the pending order (and the idempotency record rec,
-// if any) and publishes the command, waiting up to the publish timeout for
-// JetStream's ack. If the publish fails, the pending order is taken out of
-// the cache again, so that nothing of it is visible, and the error is
-// EUNAVAILABLE with a Retry-After; rec stays, unpublished, so that a retry
-// with the same key republishes the same command. Once the command is
-// acknowledged, rec is marked published.
+// if any), giving it a ticket in its partition's line, and publishes the
+// command, waiting up to the publish timeout for JetStream's ack. If the
+// publish fails, the pending order is taken out of the cache again, so that
+// nothing of it is visible, and the error is EUNAVAILABLE with a
+// Retry-After; rec stays, unpublished, so that a retry with the same key
+// republishes the same command.
 func (s *Server) publishCheckout(ctx context.Context, cmd order.Command, rec *order.Idempotency) error {
 	pending := pendingOrder(cmd)
-	wrote, err := s.Status.PutPending(ctx, pending, rec)
+	wrote, err := s.Status.PutPending(ctx, pending, rec, cmd.Partition)
 	if err != nil {
 		return err
 	}
 	if err := s.publish(ctx, cmd); err != nil {
 		if wrote {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			if derr := s.Status.DropPending(dctx, pending); derr != nil {
+			if derr := s.Status.DropPending(dctx, pending, cmd.Partition); derr != nil {
 				s.log.ErrorContext(ctx, "checkout: could not remove the pending order of a failed publish", "order", cmd.ID, "err", derr)
 			}
 			cancel()
 		}
 		return err
-	}
-	if rec != nil {
-		rec.Published = true
-		if err := s.Status.PutIdempotency(context.WithoutCancel(ctx), cmd.ID, rec); err != nil {
-			// A retry will republish the command: harmless.
-			s.log.WarnContext(ctx, "checkout: could not mark the idempotency record published", "order", cmd.ID, "err", err)
-		}
 	}
 	return nil
 }

@@ -71,8 +71,9 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
-	routes  []string  // "METHOD /pattern" of every route, for the OpenAPI test
-	skus    *skuCache // SKUs for the checkout's pause check and price quote (skucache.go)
+	routes  []string    // "METHOD /pattern" of every route, for the OpenAPI test
+	skus    *skuCache   // SKUs for the checkout's pause check and price quote (skucache.go)
+	queue   *queueLines // pending orders' places in line (queue.go)
 }
 
 // New returns a server with every route registered.
@@ -91,6 +92,7 @@ func New(cfg Config, d Deps) *Server {
 	}
 	s := &Server{Deps: d, cfg: cfg, log: d.Log, mux: http.NewServeMux()}
 	s.skus = newSKUCache(d.SKUs, skuCacheTTL, d.Log)
+	s.queue = newQueueLines(d.Status, cfg.Partitions)
 	s.metrics = newMetrics(d.Registry)
 	s.registerRoutes()
 	return s

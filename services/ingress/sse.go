@@ -16,6 +16,10 @@ import (
 // was missed; a variable so that tests can shorten it.
 var sseHeartbeat = 15 * time.Second
 
+// sseQueueEvery is how often a pending order's stream looks at its place
+// in line; a variable so that tests can shorten it.
+var sseQueueEvery = time.Second
+
 // sseRetry is the reconnection delay the stream suggests to EventSource.
 const sseRetry = 2 * time.Second
 
@@ -27,6 +31,13 @@ const sseRetry = 2 * time.Second
 //	id: <status>
 //	event: <status>
 //	data: <the order as JSON>
+//
+// While the order is pending, its place in line is sent as it changes
+// (at most once per sseQueueEvery), as events without an id, so that they
+// do not move Last-Event-ID:
+//
+//	event: queue
+//	data: {"queue_position": 312}
 //
 // A status is sent at most once and statuses only move forward (pending,
 // confirmed, then a final one), so the status is the event id: a client
@@ -51,7 +62,7 @@ func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
 	// Subscribe before reading, so that no change falls in between.
 	changes, stop := s.watch(id)
 	defer stop()
-	o, err := s.ownedOrder(ctx, user, id)
+	o, ticket, err := s.ownedOrderInLine(ctx, user, id)
 	if err != nil {
 		return err
 	}
@@ -93,10 +104,37 @@ func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
 	if err := rc.Flush(); err != nil {
 		return nil
 	}
+	// sendPlace writes the order's place in line while it is pending and
+	// the place changed; it reports whether the client is gone.
+	place := o.QueuePosition
+	sendPlace := func() (gone bool) {
+		if seen > order.StatusRank(order.StatusPending) {
+			return false
+		}
+		n, ok := s.queue.ahead(ctx, ticket)
+		if !ok || (place != nil && *place == n) {
+			return false
+		}
+		place = &n
+		if _, err := fmt.Fprintf(w, "event: queue\ndata: {\"queue_position\":%d}\n\n", n); err != nil {
+			return true
+		}
+		return rc.Flush() != nil
+	}
+	var queueTick <-chan time.Time
+	if ticket.N != 0 {
+		t := time.NewTicker(sseQueueEvery)
+		defer t.Stop()
+		queueTick = t.C
+	}
 	beat := time.NewTicker(sseHeartbeat)
 	defer beat.Stop()
 	for {
 		select {
+		case <-queueTick:
+			if sendPlace() {
+				return nil
+			}
 		case n, ok := <-changes:
 			if !ok { // the waiter shut down (the server is stopping)
 				return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/redisstore"
 )
 
 // Order list page sizes.
@@ -42,49 +43,68 @@ func errNoOrder(id uuid.UUID) error { return order.Errorf(order.ENOTFOUND, "no o
 // (cheap: pollers never reach PostgreSQL while the order is cached), else
 // from PostgreSQL, whose answer then goes into the cache. A missing order
 // and another user's are both ENOTFOUND. When Redis fails, it reads
-// PostgreSQL alone.
+// PostgreSQL alone. A pending order carries its queue position, when
+// known.
 func (s *Server) ownedOrder(ctx context.Context, user string, id uuid.UUID) (*order.Order, error) {
-	o, err := s.storedOrder(ctx, user, id)
+	o, _, err := s.ownedOrderInLine(ctx, user, id)
+	return o, err
+}
+
+// ownedOrderInLine is ownedOrder, also returning the order's ticket in its
+// partition's line (zero if it has none).
+func (s *Server) ownedOrderInLine(ctx context.Context, user string, id uuid.UUID) (*order.Order, redisstore.Ticket, error) {
+	o, t, err := s.storedOrder(ctx, user, id)
 	if err != nil || s.Waiter == nil {
-		return o, err
+		return o, t, err
 	}
 	// The events can overtake the status cache: never answer a status
 	// older than one this process has already seen (and may have answered).
 	if r := s.Waiter.Recent(id); r != nil && r.UserID == user && order.StatusRank(r.Status) > order.StatusRank(o.Status) {
 		c := *r
-		return &c, nil
+		return &c, redisstore.Ticket{}, nil
 	}
-	return o, nil
+	return o, t, nil
 }
 
 // storedOrder reads the caller's order from the status cache, then from
 // PostgreSQL.
-func (s *Server) storedOrder(ctx context.Context, user string, id uuid.UUID) (*order.Order, error) {
-	o, err := s.Status.OrderStatus(ctx, id)
+func (s *Server) storedOrder(ctx context.Context, user string, id uuid.UUID) (*order.Order, redisstore.Ticket, error) {
+	o, t, err := s.Status.OrderInLine(ctx, id)
 	switch order.ErrorCode(err) {
 	case "":
 		if o.UserID != user {
-			return nil, errNoOrder(id)
+			return nil, redisstore.Ticket{}, errNoOrder(id)
 		}
-		return o, nil
+		if o.Status == order.StatusPending {
+			s.placeInLine(ctx, o, t)
+		}
+		return o, t, nil
 	case order.ENOTFOUND:
 	default:
 		s.log.WarnContext(ctx, "order status: cache unavailable, reading the database", "order", id, "err", err)
 	}
 	o, err = s.Orders.Order(ctx, id)
 	if order.ErrorCode(err) == order.ENOTFOUND {
-		return nil, errNoOrder(id)
+		return nil, redisstore.Ticket{}, errNoOrder(id)
 	}
 	if err != nil {
-		return nil, err
+		return nil, redisstore.Ticket{}, err
 	}
 	if o.UserID != user {
-		return nil, errNoOrder(id)
+		return nil, redisstore.Ticket{}, errNoOrder(id)
 	}
 	if err := s.Status.CacheOrder(ctx, o); err != nil {
 		s.log.DebugContext(ctx, "order status: could not cache", "order", id, "err", err)
 	}
-	return o, nil
+	return o, redisstore.Ticket{}, nil
+}
+
+// placeInLine sets a pending order's queue position from its ticket t,
+// when it is known.
+func (s *Server) placeInLine(ctx context.Context, o *order.Order, t redisstore.Ticket) {
+	if n, ok := s.queue.ahead(ctx, t); ok {
+		o.QueuePosition = &n
+	}
 }
 
 // parseWait reads ?wait=: a Go duration ("10s") or a number of seconds

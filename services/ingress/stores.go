@@ -8,6 +8,7 @@ import (
 
 	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/pkg/postgres"
+	"github.com/flashsale/orderd/pkg/redisstore"
 )
 
 // SKUStore reads and creates SKUs (pkg/postgres).
@@ -61,10 +62,10 @@ type OrderStore interface {
 	// cursor ("" for the first page), and the next page's cursor ("" on
 	// the last). An invalid cursor is EINVALID on the field "cursor".
 	OrdersByUser(ctx context.Context, userID, cursor string, limit int) ([]order.Order, string, error)
-	// OrderByIdempotencyKey returns the user's order placed with an
-	// Idempotency-Key and the hash of the request that placed it ("" if
-	// none was recorded), or ENOTFOUND.
-	OrderByIdempotencyKey(ctx context.Context, userID, key string) (*order.Order, string, error)
+	// CheckoutFacts tells, in one query, whether the address is the
+	// user's, and which order an earlier request with the Idempotency-Key
+	// placed (none for key "").
+	CheckoutFacts(ctx context.Context, userID string, addressID uuid.UUID, key string) (order.CheckoutFacts, error)
 }
 
 // StatusCache holds the current state of recent orders where polling it is
@@ -74,28 +75,33 @@ type OrderStore interface {
 type StatusCache interface {
 	// OrderStatus returns the cached order, or ENOTFOUND.
 	OrderStatus(ctx context.Context, id uuid.UUID) (*order.Order, error)
+	// OrderInLine returns the cached order and its ticket in its
+	// partition's line (zero if none), or ENOTFOUND.
+	OrderInLine(ctx context.Context, id uuid.UUID) (*order.Order, redisstore.Ticket, error)
+	// QueueDone returns how many tickets each of partitions 0..n-1 served.
+	QueueDone(ctx context.Context, n int) ([]int64, error)
 	// PutPending caches a pending order unless a state is already cached
 	// (reporting whether it wrote), indexes it among its user's recent
-	// orders, and stores idem (if not nil) as the checkout's idempotency
-	// record, all at once.
-	PutPending(ctx context.Context, o *order.Order, idem *order.Idempotency) (bool, error)
+	// orders, stores idem (if not nil) as the checkout's idempotency
+	// record and gives the order a ticket in partition queue's line, all
+	// at once.
+	PutPending(ctx context.Context, o *order.Order, idem *order.Idempotency, queue int) (bool, error)
 	// DropPending removes what PutPending cached for an order whose command
 	// was not accepted, except the idempotency record.
-	DropPending(ctx context.Context, o *order.Order) error
+	DropPending(ctx context.Context, o *order.Order, queue int) error
 	// CacheOrder caches an order read from PostgreSQL unless a state is
 	// already cached.
 	CacheOrder(ctx context.Context, o *order.Order) error
 	// RecentOrders returns the cached state of up to limit of the user's
 	// most recent orders placed through PutPending, newest first.
 	RecentOrders(ctx context.Context, userID string, limit int) ([]*order.Order, error)
-	// Idempotency returns the idempotency record of an order, or ENOTFOUND.
-	Idempotency(ctx context.Context, id uuid.UUID) (*order.Idempotency, error)
-	// PutIdempotency replaces the idempotency record of an order.
-	PutIdempotency(ctx context.Context, id uuid.UUID, rec *order.Idempotency) error
-	// LockIdempotency takes the short lock that serializes checkouts with
-	// one idempotency key (named by the order id it derives). It returns
-	// false if another request holds it, else a function that releases it.
-	LockIdempotency(ctx context.Context, id uuid.UUID, ttl time.Duration) (func(), bool, error)
+	// ClaimIdempotency takes the short lock that serializes checkouts with
+	// one idempotency key (named by the order id it derives) and reads the
+	// key's record, at once. A claim not Held is another request's.
+	ClaimIdempotency(ctx context.Context, id uuid.UUID, ttl time.Duration) (redisstore.Claim, error)
+	// ReleaseIdempotency gives a claim back, first storing published (if
+	// not nil) as the key's record.
+	ReleaseIdempotency(ctx context.Context, id uuid.UUID, c redisstore.Claim, published *order.Idempotency) error
 }
 
 // Publisher publishes commands to JetStream and waits for the ack

@@ -59,7 +59,7 @@ func (l *partitionLoop) expire(ctx context.Context) {
 		for _, o := range res.Orders {
 			l.log.Info("order expired", "order", o.ID, "hold_until", o.HoldUntil)
 		}
-		if err := l.w.cache(ctx, res); err != nil {
+		if err := l.w.cache(ctx, l.p, res); err != nil {
 			l.log.Warn("status cache update after expiry failed; the events still carry it", "err", err)
 		}
 		if len(res.Orders) < expiryBatch {

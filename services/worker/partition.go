@@ -260,7 +260,7 @@ func (l *partitionLoop) apply(stop, ctx context.Context, items []*item) {
 	l.w.count(res)
 	// The status cache first, then the relay: a client woken by an event
 	// must not read an older status from the cache.
-	cacheErr := l.w.cache(ctx, res)
+	cacheErr := l.w.cache(ctx, l.p, res)
 	if res.Outbox > 0 {
 		l.w.wakeRelay()
 	}
@@ -338,7 +338,7 @@ func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
 		switch act, _ := settleAction(err); act {
 		case actAck:
 			l.w.count(res)
-			cacheErr := l.w.cache(ctx, res)
+			cacheErr := l.w.cache(ctx, l.p, res)
 			if res.Outbox > 0 {
 				l.w.wakeRelay()
 			}

@@ -208,13 +208,13 @@ func (w *Worker) wakeRelay() {
 	}
 }
 
-// cache writes decided orders to the status cache and removes purchased
-// SKUs from carts.
-func (w *Worker) cache(ctx context.Context, res *postgres.BatchResult) error {
-	if len(res.Orders) == 0 && len(res.CartRemovals) == 0 {
+// cache writes decided orders to the status cache, removes purchased SKUs
+// from carts and moves partition p's line on by the checkouts applied.
+func (w *Worker) cache(ctx context.Context, p int, res *postgres.BatchResult) error {
+	if len(res.Orders) == 0 && len(res.CartRemovals) == 0 && res.Checkouts == 0 {
 		return nil
 	}
-	if err := w.d.Redis.ApplyDecisions(ctx, res.Orders, res.CartRemovals); err != nil {
+	if err := w.d.Redis.ApplyPartition(ctx, p, res.Checkouts, res.Orders, res.CartRemovals); err != nil {
 		return err
 	}
 	// Wake the waiting clients now; the events follow through the outbox.
@@ -261,7 +261,7 @@ func (w *Worker) sweep(ctx context.Context) {
 			for _, o := range res.Orders {
 				w.log.Info("order rejected: reservation timeout", "order", o.ID, "skus", o.RejectSKUs)
 			}
-			if err := w.cache(ctx, res); err != nil {
+			if err := w.cache(ctx, redisstore.NoQueue, res); err != nil {
 				w.log.Warn("status cache update after sweep failed; the events still carry the decision", "err", err)
 			}
 		}
