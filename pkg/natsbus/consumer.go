@@ -177,13 +177,7 @@ func Unpin(ctx context.Context, js jetstream.JetStream, p int, pinID string) err
 	if err != nil {
 		return fmt.Errorf("unpin %s: %w", name, err)
 	}
-	pinned := false
-	for _, g := range info.PriorityGroups {
-		if g.Group == PriorityGroup && g.PinnedClientID == pinID {
-			pinned = true
-		}
-	}
-	if !pinned {
+	if pinned, _ := PinnedClient(info); pinned != pinID {
 		return nil
 	}
 	st, err := js.Stream(ctx, CommandStream)
