@@ -131,9 +131,11 @@ func TestClusterNodeKilledMidSale(t *testing.T) {
 		attempts = make([]int, maxBuyer)
 		mu       sync.Mutex
 		answers  = map[string]int{} // non-202 answers, by status
-		killedAt atomic.Int64       // unix nanos; 0 until the kill
-		ackSince atomic.Int64       // 202s received after the kill
-		wg       sync.WaitGroup
+		// when each 202 arrived
+		acceptedAt []time.Time
+		killedAt   atomic.Int64 // unix nanos; 0 until the kill
+		ackSince   atomic.Int64 // 202s received after the kill
+		wg         sync.WaitGroup
 	)
 	checkout := func(i int) {
 		defer wg.Done()
@@ -146,6 +148,9 @@ func TestClusterNodeKilledMidSale(t *testing.T) {
 			cancel()
 			if err == nil {
 				accs[i] = acc
+				mu.Lock()
+				acceptedAt = append(acceptedAt, time.Now())
+				mu.Unlock()
 				if k := killedAt.Load(); k != 0 && time.Now().UnixNano() > k {
 					ackSince.Add(1)
 				}
@@ -222,6 +227,12 @@ func TestClusterNodeKilledMidSale(t *testing.T) {
 	n := started
 	t.Logf("%d checkouts in %s; answers other than 202 (then retried): %v; %d buyers retried",
 		n, time.Since(saleStart).Round(time.Millisecond), answers, countIf(attempts[:n], func(a int) bool { return a > 1 }))
+	slices.SortFunc(acceptedAt, func(a, b time.Time) int { return a.Compare(b) })
+	var gap time.Duration
+	for k := 1; k < len(acceptedAt); k++ {
+		gap = max(gap, acceptedAt[k].Sub(acceptedAt[k-1]))
+	}
+	t.Logf("longest time without a 202: %s", gap.Round(time.Millisecond))
 	failed := 0
 	for i, err := range errs[:n] {
 		if err != nil {
