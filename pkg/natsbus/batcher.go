@@ -26,6 +26,9 @@ import (
 // command is published at once, alone. Every caller returns only after the
 // message that carries its command is acknowledged by JetStream (and so, with
 // sync_interval always, on disk), or with an error when that is unknown.
+//
+// Records of orders the ingress decided itself (order.KindRecordRejection)
+// have a queue of their own after the partitions', on order.IngressSubject.
 type BatchPublisher struct {
 	js       jetstream.JetStream
 	timeout  time.Duration
@@ -83,11 +86,16 @@ func NewBatchPublisher(js jetstream.JetStream, cfg BatchConfig) *BatchPublisher 
 		b.pubSeconds = registerOnce(cfg.Registerer, b.pubSeconds)
 		b.batchSize = registerOnce(cfg.Registerer, b.batchSize)
 	}
-	b.queues = make([]chan *pending, max(cfg.Partitions, 1))
+	// One queue per partition, and the ingress decisions' queue last.
+	b.queues = make([]chan *pending, max(cfg.Partitions, 1)+1)
 	for p := range b.queues {
 		b.queues[p] = make(chan *pending, cfg.MaxBatch*cfg.InFlight*2)
+		subject := order.Subject(p)
+		if p == len(b.queues)-1 {
+			subject = order.IngressSubject
+		}
 		b.wg.Add(1)
-		go b.run(p, cfg.InFlight)
+		go b.run(p, subject, cfg.InFlight)
 	}
 	return b
 }
@@ -98,8 +106,12 @@ func NewBatchPublisher(js jetstream.JetStream, cfg BatchConfig) *BatchPublisher 
 // with the same command id is safe (the partition skips a command it has
 // applied).
 func (b *BatchPublisher) Publish(ctx context.Context, cmd order.Command) error {
-	if cmd.Partition < 0 || cmd.Partition >= len(b.queues) {
-		return fmt.Errorf("publish command: partition %d of %d", cmd.Partition, len(b.queues))
+	if cmd.Partition < 0 || cmd.Partition >= len(b.queues)-1 {
+		return fmt.Errorf("publish command: partition %d of %d", cmd.Partition, len(b.queues)-1)
+	}
+	q := b.queues[cmd.Partition]
+	if cmd.Kind == order.KindRecordRejection {
+		q = b.queues[len(b.queues)-1]
 	}
 	raw, err := json.Marshal(cmd)
 	if err != nil {
@@ -107,7 +119,7 @@ func (b *BatchPublisher) Publish(ctx context.Context, cmd order.Command) error {
 	}
 	p := &pending{raw: raw, id: cmd.ID, done: make(chan error, 1)}
 	select {
-	case b.queues[cmd.Partition] <- p:
+	case q <- p:
 	case <-ctx.Done():
 		return unavailable(ctx.Err())
 	case <-b.stop:
@@ -128,9 +140,9 @@ func (b *BatchPublisher) Close() {
 	b.wg.Wait()
 }
 
-func (b *BatchPublisher) run(partition, inFlight int) {
+func (b *BatchPublisher) run(queue int, subject string, inFlight int) {
 	defer b.wg.Done()
-	q := b.queues[partition]
+	q := b.queues[queue]
 	slots := make(chan struct{}, inFlight)
 	var sends sync.WaitGroup
 	defer sends.Wait()
@@ -162,7 +174,7 @@ func (b *BatchPublisher) run(partition, inFlight int) {
 		go func() {
 			defer sends.Done()
 			defer func() { <-slots }()
-			err := b.send(partition, batch)
+			err := b.send(subject, batch)
 			for _, p := range batch {
 				p.done <- err
 			}
@@ -184,7 +196,7 @@ func (b *BatchPublisher) failQueued(q chan *pending) {
 // send publishes one envelope. A lone command keeps its own id as the
 // Nats-Msg-Id, so a client's retry within the dedupe window is dropped by
 // the stream; a batch gets a fresh id.
-func (b *BatchPublisher) send(partition int, batch []*pending) error {
+func (b *BatchPublisher) send(subject string, batch []*pending) error {
 	var buf bytes.Buffer
 	buf.WriteString(`{"commands":[`)
 	for i, p := range batch {
@@ -201,7 +213,7 @@ func (b *BatchPublisher) send(partition int, batch []*pending) error {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
 	start := time.Now()
-	_, err := b.js.Publish(ctx, order.Subject(partition), buf.Bytes(), jetstream.WithMsgID(msgID), jetstream.WithExpectStream(CommandStream))
+	_, err := b.js.Publish(ctx, subject, buf.Bytes(), jetstream.WithMsgID(msgID), jetstream.WithExpectStream(CommandStream))
 	if err == nil {
 		b.pubSeconds.Observe(time.Since(start).Seconds())
 		b.batchSize.Observe(float64(len(batch)))

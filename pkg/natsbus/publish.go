@@ -9,7 +9,8 @@ import (
 	"github.com/flashsale/orderd/pkg/order"
 )
 
-// Publisher publishes commands to their partition's subject and returns once
+// Publisher publishes commands to their partition's subject (records of
+// ingress decisions to order.IngressSubject) and returns once
 // JetStream has acknowledged them (with the server's sync_interval: always,
 // once they are on disk).
 type Publisher struct {
@@ -30,7 +31,7 @@ func (p *Publisher) Publish(ctx context.Context, cmd order.Command) error {
 	if err != nil {
 		return fmt.Errorf("encode command: %w", err)
 	}
-	if _, err := p.js.Publish(ctx, order.Subject(cmd.Partition), data, jetstream.WithMsgID(cmd.ID.String()), jetstream.WithExpectStream(CommandStream)); err != nil {
+	if _, err := p.js.Publish(ctx, order.SubjectOf(cmd), data, jetstream.WithMsgID(cmd.ID.String()), jetstream.WithExpectStream(CommandStream)); err != nil {
 		if Unavailable(err) {
 			return fmt.Errorf("%w: %w", order.Errorf(order.EUNAVAILABLE, "the order queue is unavailable, try again"), err)
 		}

@@ -3,6 +3,7 @@ package order
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -29,6 +30,10 @@ const (
 	KindRestock Kind = "restock"
 	// KindCancel cancels a pending or unpaid order at its home partition.
 	KindCancel Kind = "cancel"
+	// KindRecordRejection records an order the ingress decided itself
+	// (rejection.go): no partition's command, it moves no stock and travels
+	// on IngressSubject.
+	KindRecordRejection Kind = "record_rejection"
 )
 
 // Command is one unit of work for a partition. Its ID is unique and stays
@@ -45,6 +50,8 @@ type Command struct {
 	Release  *Release  `json:"release,omitempty"`
 	Restock  *Restock  `json:"restock,omitempty"`
 	Cancel   *Cancel   `json:"cancel,omitempty"`
+
+	Rejection *Rejection `json:"rejection,omitempty"`
 }
 
 // Checkout is the body of a checkout command: everything the ingress checked
@@ -136,6 +143,9 @@ func DecodeEnvelope(data []byte, p, n int) ([]Command, error) {
 		return nil, Errorf(EINVALID, "command envelope holds %d commands", len(env.Commands))
 	}
 	for i := range env.Commands {
+		if env.Commands[i].Kind == KindRecordRejection {
+			return nil, Errorf(EINVALID, "command %d: a %s command on partition %d's subject", i, KindRecordRejection, p)
+		}
 		if err := env.Commands[i].Validate(p, n); err != nil {
 			return nil, fmt.Errorf("command %d: %w", i, err)
 		}
@@ -155,7 +165,7 @@ func (c *Command) Validate(p, n int) error {
 		return bad("partition %d on the subject of partition %d of %d", c.Partition, p, n)
 	}
 	bodies := 0
-	for _, b := range []bool{c.Checkout != nil, c.Reserve != nil, c.Release != nil, c.Restock != nil, c.Cancel != nil} {
+	for _, b := range []bool{c.Checkout != nil, c.Reserve != nil, c.Release != nil, c.Restock != nil, c.Cancel != nil, c.Rejection != nil} {
 		if b {
 			bodies++
 		}
@@ -165,24 +175,18 @@ func (c *Command) Validate(p, n int) error {
 	}
 	switch c.Kind {
 	case KindCheckout:
-		k := c.Checkout
-		if k == nil || k.OrderID == uuid.Nil || k.UserID == "" || k.AddressID == uuid.Nil || k.OrderNumber == "" {
-			return bad("missing order, user, address or number")
+		if c.Checkout == nil {
+			return bad("no checkout")
 		}
-		if !k.PaymentMethod.Valid() {
-			return bad("payment method %q", k.PaymentMethod)
-		}
-		if k.ShippingFee < 0 || k.ShippingFee > MaxPrice {
-			return bad("shipping fee %d", k.ShippingFee)
-		}
-		if err := ValidateLines(k.Lines, "lines"); err != nil {
+		if err := c.Checkout.validate(p, n); err != nil {
 			return bad("%v", err)
 		}
-		if err := validPrices(k.Prices, k.Lines); err != nil {
-			return bad("%v", err)
+	case KindRecordRejection:
+		if c.Rejection == nil {
+			return bad("no rejection")
 		}
-		if home := HomePartition(k.Lines, n); home != p {
-			return bad("home partition is %d", home)
+		if err := c.Rejection.validate(p, n); err != nil {
+			return bad("%v", err)
 		}
 	case KindReserve:
 		r := c.Reserve
@@ -218,6 +222,29 @@ func (c *Command) Validate(p, n int) error {
 		}
 	default:
 		return bad("unknown kind")
+	}
+	return nil
+}
+
+// validate checks a checkout placed at home partition p of n.
+func (k *Checkout) validate(p, n int) error {
+	if k.OrderID == uuid.Nil || k.UserID == "" || k.AddressID == uuid.Nil || k.OrderNumber == "" {
+		return errors.New("missing order, user, address or number")
+	}
+	if !k.PaymentMethod.Valid() {
+		return fmt.Errorf("payment method %q", k.PaymentMethod)
+	}
+	if k.ShippingFee < 0 || k.ShippingFee > MaxPrice {
+		return fmt.Errorf("shipping fee %d", k.ShippingFee)
+	}
+	if err := ValidateLines(k.Lines, "lines"); err != nil {
+		return err
+	}
+	if err := validPrices(k.Prices, k.Lines); err != nil {
+		return err
+	}
+	if home := HomePartition(k.Lines, n); home != p {
+		return fmt.Errorf("home partition is %d", home)
 	}
 	return nil
 }

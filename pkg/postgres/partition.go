@@ -21,6 +21,10 @@ type PartitionConfig struct {
 	Partitions         int           // P: the partition of a SKU is order.Partition(sku, P)
 	PaymentHold        time.Duration // hold of a confirmed order whose SKUs set none (default 15m)
 	ReservationTimeout time.Duration // how long a multi-partition order waits for its reservations (default 10s)
+	// Marks, if set, keeps the ingress's sold-out markers true
+	// (soldout.go): Reopen before a commit that takes a SKU's stock from 0
+	// up, MarkSoldOut after one that leaves it at 0.
+	Marks SoldOutMarks
 }
 
 func (c PartitionConfig) withDefaults() PartitionConfig {
@@ -47,7 +51,7 @@ type BatchResult struct {
 	Applied   int // commands applied by this batch
 	Checkouts int // of which checkouts: how far the partition's line moved on
 	Skipped   int // commands applied before (redeliveries): their orders were re-read
-	Outcomes []Outcome
+	Outcomes  []Outcome
 	// Orders holds the current state of every order the batch decided or
 	// changed, and of the orders of skipped commands, except pending ones
 	// (the ingress cached those, and a partition must not overwrite a
@@ -56,6 +60,9 @@ type BatchResult struct {
 	// CartRemovals maps users to the SKUs their confirmed cart orders bought.
 	CartRemovals map[string][]uuid.UUID
 	Outbox       int // messages written to the outbox
+	// SoldOut holds the SKUs the batch locked that it left at stock 0, at
+	// the row version committed (soldout.go).
+	SoldOut []order.SKUVersion
 }
 
 // ErrBatchConflict means another writer changed the partition's rows while
@@ -114,6 +121,7 @@ func (db *DB) ApplyBatch(ctx context.Context, p int, cmds []order.Command, cfg P
 	if err != nil {
 		return nil, batchError(err)
 	}
+	cfg.markSoldOut(ctx, res.SoldOut) // committed: mark what it sold out
 	return res, nil
 }
 
@@ -210,6 +218,7 @@ type partBatch struct {
 
 	ledger    *order.Ledger
 	before    map[uuid.UUID]order.SKU  // the locked SKUs as read
+	versions  map[uuid.UUID]int64      // the locked SKUs' row versions: as read, then as written (soldout.go)
 	foreign   map[uuid.UUID]*order.SKU // other SKUs the batch prices, read without a lock
 	orders    map[uuid.UUID]*orderState
 	processed map[uuid.UUID]bool
@@ -232,6 +241,7 @@ func newPartBatch(ctx context.Context, tx *sqlx.Tx, p int, cfg PartitionConfig) 
 		ctx: ctx, tx: tx, p: p, cfg: cfg, now: now,
 		ledger:    &order.Ledger{SKUs: map[uuid.UUID]*order.SKU{}, Held: map[order.UserSKU]int64{}, Now: now},
 		before:    map[uuid.UUID]order.SKU{},
+		versions:  map[uuid.UUID]int64{},
 		foreign:   map[uuid.UUID]*order.SKU{},
 		orders:    map[uuid.UUID]*orderState{},
 		processed: map[uuid.UUID]bool{},
@@ -417,18 +427,19 @@ func (b *partBatch) lockSKUs(skus map[uuid.UUID]bool) error {
 	if len(skus) == 0 {
 		return nil
 	}
-	var rows []order.SKU
+	var rows []lockedSKU
 	err := b.tx.SelectContext(b.ctx, &rows, `
 		SELECT id, name, price, currency, stock, initial_stock, restocked, units_sold, per_user_limit,
-			sale_starts_at, sale_ends_at, payment_hold_seconds, paused, created_at, updated_at
+			sale_starts_at, sale_ends_at, payment_hold_seconds, paused, created_at, updated_at, version
 		FROM skus WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE`, pq.Array(uuidTexts(slices.Collect(maps.Keys(skus)))))
 	if err != nil {
 		return fmt.Errorf("lock skus: %w", err)
 	}
 	for i := range rows {
-		s := rows[i]
+		s := rows[i].SKU
 		b.before[s.ID] = s
-		b.ledger.SKUs[s.ID] = &rows[i]
+		b.ledger.SKUs[s.ID] = &rows[i].SKU
+		b.versions[s.ID] = rows[i].Version
 	}
 	return nil
 }
@@ -967,6 +978,10 @@ func (b *partBatch) write() error {
 	if err := b.updateSKUs(changed); err != nil {
 		return err
 	}
+	// Stock back from 0: the sold-out markers go before the commit.
+	if err := b.reopen(changed); err != nil {
+		return err
+	}
 
 	var inserts, updates, withLines []*orderState
 	var resv []resvWrite
@@ -1037,28 +1052,38 @@ func (b *partBatch) updateSKUs(ids []uuid.UUID) error {
 		s, was := b.ledger.SKUs[id], b.before[id]
 		stock[i], sold[i], restocked[i], oldStock[i], oldSold[i] = s.Stock, s.UnitsSold, s.Restocked, was.Stock, was.UnitsSold
 	}
-	return updateSKUsGuarded(b.ctx, b.tx, uuidTexts(ids), stock, sold, restocked, oldStock, oldSold, b.now)
+	written, err := updateSKUsGuarded(b.ctx, b.tx, uuidTexts(ids), stock, sold, restocked, oldStock, oldSold, b.now)
+	for id, v := range written {
+		b.versions[id] = v // what this transaction commits (soldout.go)
+	}
+	return err
 }
 
-func updateSKUsGuarded(ctx context.Context, tx sqlx.ExecerContext, ids []string, stock, sold, restocked, oldStock, oldSold []int64, now time.Time) error {
-	res, err := tx.ExecContext(ctx, `
+// updateSKUsGuarded writes the SKUs and returns the row versions it wrote.
+func updateSKUsGuarded(ctx context.Context, tx sqlx.QueryerContext, ids []string, stock, sold, restocked, oldStock, oldSold []int64, now time.Time) (map[uuid.UUID]int64, error) {
+	var rows []struct {
+		ID      uuid.UUID `db:"id"`
+		Version int64     `db:"version"`
+	}
+	err := sqlx.SelectContext(ctx, tx, &rows, `
 		UPDATE skus AS s SET stock = v.stock, units_sold = v.units_sold, restocked = v.restocked,
 			version = s.version + 1, updated_at = $7::timestamptz
 		FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
 			AS v(id, stock, units_sold, restocked, old_stock, old_units_sold)
-		WHERE s.id = v.id AND s.stock = v.old_stock AND s.units_sold = v.old_units_sold`,
+		WHERE s.id = v.id AND s.stock = v.old_stock AND s.units_sold = v.old_units_sold
+		RETURNING s.id, s.version`,
 		pq.Array(ids), pq.Array(stock), pq.Array(sold), pq.Array(restocked), pq.Array(oldStock), pq.Array(oldSold), pgTime(now))
 	if err != nil {
-		return fmt.Errorf("update skus: %w", err)
+		return nil, fmt.Errorf("update skus: %w", err)
 	}
-	got, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("update skus: %w", err)
+	if len(rows) != len(ids) {
+		return nil, fmt.Errorf("update skus: %d of %d rows matched their guard: %w", len(rows), len(ids), ErrBatchConflict)
 	}
-	if got != int64(len(ids)) {
-		return fmt.Errorf("update skus: %d of %d rows matched their guard: %w", got, len(ids), ErrBatchConflict)
+	out := make(map[uuid.UUID]int64, len(rows))
+	for _, r := range rows {
+		out[r.ID] = r.Version
 	}
-	return nil
+	return out, nil
 }
 
 // result collects the batch's outcomes and the current state of the orders
@@ -1082,6 +1107,7 @@ func (b *partBatch) result() (*BatchResult, error) {
 		Outcomes:     b.outcomes,
 		CartRemovals: b.cart,
 		Outbox:       len(b.outbox),
+		SoldOut:      b.soldOut(),
 	}
 	seen := map[uuid.UUID]bool{}
 	for _, st := range b.touched {

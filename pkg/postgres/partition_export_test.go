@@ -2,8 +2,10 @@ package postgres
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/flashsale/orderd/pkg/order"
 )
@@ -11,8 +13,11 @@ import (
 // Internals of partition.go that the external tests (package postgres_test,
 // which may import pgtest) reach.
 
-// UpdateSKUsGuardedForTest is updateSKUsGuarded.
-var UpdateSKUsGuardedForTest = updateSKUsGuarded
+// UpdateSKUsGuardedForTest is updateSKUsGuarded without the versions.
+func UpdateSKUsGuardedForTest(ctx context.Context, tx sqlx.QueryerContext, ids []string, stock, sold, restocked, oldStock, oldSold []int64, now time.Time) error {
+	_, err := updateSKUsGuarded(ctx, tx, ids, stock, sold, restocked, oldStock, oldSold, now)
+	return err
+}
 
 // StoredOrderForTest reads an order as a batch loads it.
 func (db *DB) StoredOrderForTest(ctx context.Context, id uuid.UUID) (*order.Order, error) {

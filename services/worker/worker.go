@@ -126,6 +126,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 			Partitions:         cfg.Partitions,
 			PaymentHold:        cfg.PaymentHold,
 			ReservationTimeout: cfg.ReservationTimeout,
+			Marks:              soldOutMarks(d.Redis), // the ingress's sold-out markers (rejections.go)
 		},
 		kick: make(chan struct{}, 1),
 		// A pinned worker pulls again well within the pin's TTL.
@@ -190,6 +191,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		wg.Go(func() { newPartitionLoop(w, p, c).run(ctx) })
 	}
 	wg.Go(func() { w.sweep(ctx) })
+	wg.Go(func() { w.recordRejections(ctx) }) // orders the ingress rejected itself (rejections.go)
 	wg.Go(func() { w.deadLetters(ctx) })
 	wg.Go(func() { w.watchLag(ctx) })
 	wg.Wait()
