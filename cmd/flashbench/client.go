@@ -84,8 +84,17 @@ type request struct {
 	retry409     bool // a 409 means "in flight": ask again (checkout with an Idempotency-Key)
 }
 
-// maxAttempts bounds how often one request is sent.
-const maxAttempts = 40
+// maxAttempts bounds how often one request is sent. Checkouts and waits
+// are bounded by their context first (a buyer's budget): a restart of the
+// ingress, NATS, PostgreSQL or Redis takes seconds, and a real client keeps
+// retrying with the same Idempotency-Key through it.
+const maxAttempts = 400
+
+// backoff is the pause before attempt+1 after a transport error or a 5xx
+// without Retry-After: 100 ms, doubling, at most 1 s.
+func backoff(attempt int) time.Duration {
+	return min(100*time.Millisecond<<min(attempt, 4), time.Second)
+}
 
 // do sends r, decoding a response with status r.want into out (if not nil).
 // It sends the same request again, with the same Idempotency-Key, after a
@@ -102,6 +111,9 @@ func (c *client) do(ctx context.Context, r request, out any) (int, error) {
 	retries := 0
 	for attempt := 1; ; attempt++ {
 		wait, err := c.once(ctx, r, body, out)
+		if wait == retryBackoff {
+			wait = backoff(attempt - 1)
+		}
 		if err == nil || wait < 0 || attempt >= maxAttempts {
 			return retries, err
 		}
@@ -117,8 +129,12 @@ func (c *client) do(ctx context.Context, r request, out any) (int, error) {
 	}
 }
 
-// once sends r one time. A non-negative wait with an error means the
-// request may be sent again after wait.
+// retryBackoff is what once returns as the wait when the pause before the
+// next attempt should grow with the attempts (backoff).
+const retryBackoff = time.Duration(-2)
+
+// once sends r one time. A non-negative wait (or retryBackoff) with an
+// error means the request may be sent again after wait.
 func (c *client) once(parent context.Context, r request, body []byte, out any) (time.Duration, error) {
 	ctx := parent
 	if r.timeout > 0 {
@@ -149,12 +165,12 @@ func (c *client) once(parent context.Context, r request, body []byte, out any) (
 		if parent.Err() != nil {
 			return -1, err
 		}
-		return 200 * time.Millisecond, err // connection refused or reset, or this attempt timed out
+		return retryBackoff, err // connection refused or reset, or this attempt timed out
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return 200 * time.Millisecond, fmt.Errorf("%s %s: read body: %w", r.method, r.path, err)
+		return retryBackoff, fmt.Errorf("%s %s: read body: %w", r.method, r.path, err)
 	}
 	if resp.StatusCode == r.want || (r.want == 0 && resp.StatusCode/100 == 2) {
 		if out != nil {
@@ -174,9 +190,19 @@ func (c *client) once(parent context.Context, r request, body []byte, out any) (
 		return retryAfter(resp.Header.Get("Retry-After"), time.Now()), p
 	case resp.StatusCode == http.StatusConflict && r.retry409:
 		return 100 * time.Millisecond, p
+	case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout,
+		resp.StatusCode == http.StatusInternalServerError && r.idempotent():
+		// A dependency failed mid-request (a store restarting under it):
+		// sending the same request again is safe for a read and for a
+		// checkout with an Idempotency-Key, and it is what a real client does.
+		return retryBackoff, p
 	}
 	return -1, p
 }
+
+// idempotent reports whether sending r twice has the effect of sending it
+// once: a GET, or a request with an Idempotency-Key.
+func (r request) idempotent() bool { return r.method == http.MethodGet || r.idemKey != "" }
 
 // retryAfter parses a Retry-After header (seconds or an HTTP date) into a
 // wait between 50 ms and 10 s; 500 ms when it is absent or unreadable.

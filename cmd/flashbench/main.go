@@ -151,6 +151,7 @@ func verify(ctx context.Context, cfg Config, r *runner, s *Summary, since time.T
 			s.addChecks(rep.Checks...)
 			s.Oversold = rep.Oversold
 			s.StockLeft, s.Unseen = &rep.StockLeft, &rep.Unseen
+			s.DupOrders, s.Leaked, s.OpenResv = &rep.DupOrders, &rep.Leaked, &rep.Open
 		}
 	}
 
@@ -166,6 +167,7 @@ func verify(ctx context.Context, cfg Config, r *runner, s *Summary, since time.T
 	}
 	s.addChecks(rep.Checks...)
 	s.DupEvents = &rep.Duplicates
+	s.MultiDec, s.MissingDec = &rep.Multiple, &rep.Missing
 }
 
 func verifyDatabase(ctx context.Context, dsn string, scope DBScope) (DBReport, error) {
@@ -176,8 +178,12 @@ func verifyDatabase(ctx context.Context, dsn string, scope DBScope) (DBReport, e
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return verifyDB(ctx, db, scope)
+	return verifyDBSettled(ctx, db, scope, dbSettle)
 }
+
+// dbSettle is how long the database checks are repeated while one fails:
+// releases and decisions still on their way through the outbox settle.
+const dbSettle = 30 * time.Second
 
 func verifyStream(ctx context.Context, url string, scope EventScope) (EventReport, error) {
 	nc, err := nats.Connect(url, nats.Name("flashbench"))

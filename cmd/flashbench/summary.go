@@ -55,7 +55,12 @@ type Summary struct {
 	Unseen     *int           `json:"unseen_orders,omitempty"` // orders of the run's buyers whose 202 the run never saw
 	Responses  map[string]int `json:"responses"`               // final answers by status and problem title
 	DupEvents  *int           `json:"duplicate_events,omitempty"`
-	Swept      int            `json:"decided_after_timeout"` // decisions no waiter saw in time, found by the final sweep
+	DupOrders  *int           `json:"duplicate_orders,omitempty"`    // orders beyond one per buyer (database)
+	Leaked     *int           `json:"leaked_reservations,omitempty"` // reservations of decided orders still holding stock
+	OpenResv   *int           `json:"open_reservations,omitempty"`   // reservations of decided orders still requested
+	MultiDec   *int           `json:"multiple_decisions,omitempty"`  // orders with more than one distinct decision event
+	MissingDec *int           `json:"missing_decisions,omitempty"`   // accepted orders without a decision event
+	Swept      int            `json:"decided_after_timeout"`         // decisions no waiter saw in time, found by the final sweep
 	Previews   int            `json:"previews,omitempty"`
 	PreviewPS  float64        `json:"preview_per_s,omitempty"`
 	PreviewP50 float64        `json:"preview_p50_ms,omitempty"`

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/lib/pq"
@@ -19,6 +20,7 @@ const (
 	CheckUnitsSold         = "units_sold_consistent"                // units_sold == confirmed + paid quantity
 	CheckAcceptedDecided   = "accepted_orders_decided"              // every accepted order is in the database and not pending
 	CheckNoDuplicateOrders = "no_duplicate_orders"                  // one order per buyer (one Idempotency-Key each)
+	CheckNoLeakedResv      = "no_leaked_reservations"               // no reservation still holds stock once its order is decided
 	CheckNoSpuriousOOS     = "no_out_of_stock_while_stock_remained" // single-SKU runs: out_of_stock only once stock ran out
 	CheckFairSellout       = "fair_sellout"                         // single-SKU runs: exactly min(S, orders) confirmed
 	CheckOneDecisionEvent  = "one_decision_event_per_order"         // ORDER_EVENTS: exactly one decision per accepted order
@@ -95,6 +97,9 @@ type DBReport struct {
 	Orders    int   // orders of the run's buyers
 	Pending   int   // of those, still pending
 	Unseen    int   // orders of the run's buyers whose 202 the run never saw
+	DupOrders int   // orders beyond the first of a buyer (each buyer sent one Idempotency-Key)
+	Leaked    int   // reservations of the run's decided orders that still hold stock
+	Open      int   // reservations of the run's decided orders still requested (a reserve command in flight)
 }
 
 type skuRow struct {
@@ -171,9 +176,9 @@ func verifyDB(ctx context.Context, db *sql.DB, s DBScope) (DBReport, error) {
 	var dupUsers int
 	var example sql.NullString
 	err = db.QueryRowContext(ctx, `
-		SELECT count(*), min(user_id) FROM (
-			SELECT user_id FROM orders WHERE user_id LIKE $1 GROUP BY user_id HAVING count(*) > 1
-		) d`, like).Scan(&dupUsers, &example)
+		SELECT count(*), coalesce(sum(n - 1), 0), min(user_id) FROM (
+			SELECT user_id, count(*) AS n FROM orders WHERE user_id LIKE $1 GROUP BY user_id HAVING count(*) > 1
+		) d`, like).Scan(&dupUsers, &r.DupOrders, &example)
 	if err != nil {
 		return r, fmt.Errorf("count duplicate orders: %w", err)
 	}
@@ -182,6 +187,12 @@ func verifyDB(ctx context.Context, db *sql.DB, s DBScope) (DBReport, error) {
 	} else {
 		r.Checks = append(r.Checks, pass(CheckNoDuplicateOrders))
 	}
+
+	leaked, err := checkReservations(ctx, db, like, &r)
+	if err != nil {
+		return r, err
+	}
+	r.Checks = append(r.Checks, leaked)
 
 	if s.SingleSKU && len(skus) == 1 {
 		fc, err := checkFairness(ctx, db, s, skus[0], r, !decided.Failed())
@@ -304,4 +315,52 @@ func uuidStrings(ids []uuid.UUID) []string {
 		out[i] = id.String()
 	}
 	return out
+}
+
+// checkReservations checks guarantee 4 for multi-partition orders: once an
+// order of the run is decided, none of its reservations (the saga's
+// per-partition holds) still holds stock. A held reservation, or a
+// confirmed one of an order that was not confirmed, is a leak: its
+// partition took the stock and nothing will give it back. A reservation
+// still requested is a reserve command in flight; it is counted (Open),
+// and a leak only if it is still so when the order was decided long ago
+// (the partition applies it against the decided order and takes nothing).
+func checkReservations(ctx context.Context, db *sql.DB, like string, r *DBReport) (Check, error) {
+	var example sql.NullString
+	err := db.QueryRowContext(ctx, `
+		SELECT count(*) FILTER (WHERE r.status = 'held' OR (r.status = 'confirmed' AND o.status NOT IN ('confirmed', 'paid'))),
+		       count(*) FILTER (WHERE r.status = 'requested'),
+		       min(o.id::text) FILTER (WHERE r.status = 'held' OR (r.status = 'confirmed' AND o.status NOT IN ('confirmed', 'paid')))
+		FROM reservations r JOIN orders o ON o.id = r.order_id
+		WHERE o.user_id LIKE $1 AND o.status <> 'pending'`, like).Scan(&r.Leaked, &r.Open, &example)
+	if err != nil {
+		return Check{}, fmt.Errorf("count leaked reservations: %w", err)
+	}
+	if r.Leaked > 0 {
+		return fail(CheckNoLeakedResv, "%d reservations of decided orders still hold stock (for example of order %s)", r.Leaked, example.String), nil
+	}
+	return pass(CheckNoLeakedResv), nil
+}
+
+// verifyDBSettled runs verifyDB until its checks pass or settle has passed:
+// after a run under faults, the releases of rejected multi-partition orders
+// and the last decisions may still be on their way through the outbox when
+// the client has seen every decision. It returns the last report.
+func verifyDBSettled(ctx context.Context, db *sql.DB, s DBScope, settle time.Duration) (DBReport, error) {
+	deadline := time.Now().Add(settle)
+	for {
+		r, err := verifyDB(ctx, db, s)
+		failed := false
+		for _, c := range r.Checks {
+			failed = failed || c.Failed()
+		}
+		if err != nil || !failed || time.Now().After(deadline) {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, nil
+		case <-time.After(time.Second):
+		}
+	}
 }
