@@ -133,7 +133,7 @@ bench-limits: deps ## the ceilings: bare HTTP, orderd accept path, JetStream dur
 # make bench-durability [RUNS=3]: JetStream durable command writes per second
 # for one server and a three-node cluster (R3), sync_interval always and the
 # lazy default, one command per message and group-committed; medians of RUNS
-# (docs/durability.md; about 3 minutes on a 2-core machine).
+# (docs/durability.md; under a minute on a 2-core machine).
 .PHONY: bench-durability
 bench-durability: ## JetStream command writes/s: R1 and R3, sync_interval always and lazy (medians of RUNS)
 	@mkdir -p $(BENCH_DIR)
