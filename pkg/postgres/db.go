@@ -18,12 +18,14 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/flashsale/orderd/migrations"
+	"github.com/flashsale/orderd/pkg/batch"
 	"github.com/flashsale/orderd/pkg/order"
 )
 
 // DB is the service's connection pool.
 type DB struct {
 	*sqlx.DB
+	facts *batch.Batcher[factsQuery, order.CheckoutFacts] // CheckoutFacts' group commit (checkout_facts.go)
 }
 
 // Open connects to the database at dsn and checks that it answers.
@@ -43,7 +45,9 @@ func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("ping postgres: %w", err)
 	}
-	return &DB{db}, nil
+	d := &DB{DB: db}
+	d.facts = newFactsBatcher(d)
+	return d, nil
 }
 
 // withOneRoundTrip adds binary_parameters=yes to a URL DSN that does not

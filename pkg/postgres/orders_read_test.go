@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -341,4 +342,45 @@ func TestCheckoutFactsWithoutStoredKey(t *testing.T) {
 	if err != nil || got.Prior == nil || got.Prior.ID != want.ID || got.PriorHash != "" {
 		t.Errorf("got %+v %v, want the order found by its derived id, without a hash", got, err)
 	}
+}
+
+// TestCheckoutFactsConcurrent: calls answered together in one query each
+// get their own answer.
+func TestCheckoutFactsConcurrent(t *testing.T) {
+	t.Parallel()
+	_, db := pgtest.New(t)
+	f := newOrderFixture(t, db)
+	placed := map[string]*order.Order{}
+	for i := range 10 {
+		user := fmt.Sprintf("u%d", i)
+		placed[user] = f.insertOrder(t, user, time.Now(), order.StatusConfirmed, "key", "hash-"+user)
+	}
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			user := fmt.Sprintf("u%d", i%10)
+			addr, key := f.addrs[user], "key"
+			if i%3 == 1 {
+				addr = f.addrs[fmt.Sprintf("u%d", (i+1)%10)] // another user's address
+			}
+			if i%2 == 1 {
+				key = fmt.Sprintf("new-%d", i)
+			}
+			got, err := db.CheckoutFacts(context.Background(), user, addr, key)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if got.AddressOK != (i%3 != 1) {
+				t.Errorf("call %d: address ok %v", i, got.AddressOK)
+			}
+			switch {
+			case key == "key" && (got.Prior == nil || got.Prior.ID != placed[user].ID || got.PriorHash != "hash-"+user):
+				t.Errorf("call %d (%s): prior %+v hash %q, want %s", i, user, got.Prior, got.PriorHash, placed[user].ID)
+			case key != "key" && got.Prior != nil:
+				t.Errorf("call %d: a new key found order %s", i, got.Prior.ID)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -35,12 +35,14 @@ func (s *Store) ClaimIdempotency(ctx context.Context, id uuid.UUID, ttl time.Dur
 		lock *redis.BoolCmd
 		rec  *redis.StringCmd
 	)
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		lock = p.SetNX(ctx, s.idemLockKey(id), token, ttl)
 		rec = p.Get(ctx, s.idemKey(id))
-		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err == nil {
+		err = lock.Err()
+	}
+	if err != nil {
 		return Claim{}, statusUnavailable("claim idempotency key", err)
 	}
 	if !lock.Val() {
@@ -99,7 +101,7 @@ func (s *Store) release(ctx context.Context, id uuid.UUID, c Claim, rec *order.I
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	err := releaseScript.Run(rctx, s.rdb, []string{s.idemLockKey(id), s.idemKey(id)},
+	err := s.evalPiped(rctx, releaseScript, []string{s.idemLockKey(id), s.idemKey(id)},
 		c.token, data, int64(StatusTTL/time.Second)).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return statusUnavailable("release idempotency key", err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,5 +205,49 @@ func TestQueuePosition(t *testing.T) {
 	}
 	if tk := ticketOf(late); tk != (redisstore.Ticket{}) {
 		t.Errorf("decided order has ticket %+v", tk)
+	}
+}
+
+// TestClaimIdempotencyConcurrent: of many requests with one key whose
+// commands share pipelines, exactly one holds it; every pending order of
+// many concurrent ones gets its own ticket.
+func TestClaimIdempotencyConcurrent(t *testing.T) {
+	t.Parallel()
+	s, _ := redistest.New(t)
+	ctx := context.Background()
+	id := uuid.New()
+	var held atomic.Int64
+	var wg sync.WaitGroup
+	tickets := make([]int64, 100)
+	for i := range 100 {
+		wg.Go(func() {
+			c, err := s.ClaimIdempotency(ctx, id, time.Minute)
+			if err != nil {
+				t.Error(err)
+			}
+			if c.Held {
+				held.Add(1)
+			}
+			o := pendingOrder(fmt.Sprintf("c%d", i), time.Now())
+			if _, err := s.PutPending(ctx, o, nil, 0); err != nil {
+				t.Error(err)
+				return
+			}
+			_, tk, err := s.OrderInLine(ctx, o.ID)
+			if err != nil {
+				t.Error(err)
+			}
+			tickets[i] = tk.N
+		})
+	}
+	wg.Wait()
+	if held.Load() != 1 {
+		t.Errorf("%d holders of one key, want 1", held.Load())
+	}
+	slices.Sort(tickets)
+	for i, n := range tickets {
+		if n != int64(i+1) {
+			t.Fatalf("tickets %v: want 1..100 once each", tickets)
+		}
 	}
 }

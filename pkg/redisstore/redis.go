@@ -10,12 +10,15 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/orderd/pkg/batch"
 )
 
 // Store wraps a Redis client and the key prefix.
 type Store struct {
 	rdb    *redis.Client
 	prefix string
+	pipe   *batch.Batcher[pipeRequest, struct{}] // the hot paths' shared pipelines (pipeline.go)
 }
 
 // Open connects to the Redis server at url (redis://host:port/db) and checks
@@ -33,7 +36,7 @@ func Open(ctx context.Context, url, prefix string) (*Store, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("ping redis: %w", err)
 	}
-	return &Store{rdb: rdb, prefix: prefix}, nil
+	return &Store{rdb: rdb, prefix: prefix, pipe: newPipeBatcher(rdb)}, nil
 }
 
 // Client returns the underlying client.

@@ -99,16 +99,18 @@ func (s *Store) OrderStatus(ctx context.Context, id uuid.UUID) (*order.Order, er
 // ENOTFOUND error.
 func (s *Store) OrderInLine(ctx context.Context, id uuid.UUID) (*order.Order, Ticket, error) {
 	var state, ticket *redis.StringCmd
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		state = p.Get(ctx, s.orderKey(id))
 		ticket = p.Get(ctx, s.ticketKey(id))
-		return nil
 	})
-	data, serr := state.Bytes()
-	if errors.Is(serr, redis.Nil) {
+	var data []byte
+	if err == nil {
+		data, err = state.Bytes()
+	}
+	if errors.Is(err, redis.Nil) {
 		return nil, Ticket{}, order.Errorf(order.ENOTFOUND, "order %s is not cached", id)
 	}
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil {
 		return nil, Ticket{}, fmt.Errorf("%w: redis get order: %w", order.Errorf(order.EUNAVAILABLE, "the status cache is unavailable"), err)
 	}
 	var o order.Order
@@ -179,7 +181,7 @@ func (s *Store) PutPending(ctx context.Context, o *order.Order, idem *order.Idem
 		part = strconv.Itoa(queue)
 	}
 	keys := []string{s.orderKey(o.ID), s.userOrdersKey(o.UserID), s.idemKey(o.ID), s.queueInKey(queue), s.ticketKey(o.ID)}
-	wrote, err := putPendingScript.Run(ctx, s.rdb, keys, data, int64(StatusTTL/time.Second),
+	wrote, err := s.evalPiped(ctx, putPendingScript, keys, data, int64(StatusTTL/time.Second),
 		o.AcceptedAt.UnixMicro(), o.ID.String(), MaxPendingIndex, rec, part).Int()
 	if err != nil {
 		return false, statusUnavailable("put pending order", err)
