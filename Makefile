@@ -150,6 +150,29 @@ bench-peer: ## the django-seed peer (PEER_DIR) with the same S N C; its JSON goe
 	echo "$$line" | jq -c --argjson S $(S) --argjson N $(N) --argjson C $(C) '{S: $$S, N: $$N, C: $$C} + .' > $(BENCH_DIR)/peer.json; \
 	cat $(BENCH_DIR)/peer.json
 
+# make chaos / make chaos-ci: flashbench's hot-sku then cart-mix against
+# `orderd api`, two `orderd worker` processes and a nats-server, on a fresh
+# database, NATS store and Redis prefix, while cmd/chaos kills, stops and
+# restarts each of them, PostgreSQL and Redis (as root: it runs
+# pg_ctlcluster and restarts Redis through scripts/deps.sh). It prints a
+# JSON report and exits non-zero on any loss. Logs: CHAOS_DIR/<run>/.
+CHAOS_DIR ?= /tmp/orderd-chaos
+
+.PHONY: chaos-build
+chaos-build:
+	$(GO) build -trimpath -o bin/orderd ./cmd/orderd
+	$(GO) build -trimpath -o bin/flashbench ./cmd/flashbench
+	$(GO) build -trimpath -o bin/nats-server github.com/nats-io/nats-server/v2
+	$(GO) build -trimpath -o bin/chaos ./cmd/chaos
+
+.PHONY: chaos
+chaos: deps chaos-build ## the fault schedule under load: hot-sku S=5000 N=20000 then cart-mix, every fault kind, several worker kills (about 8 min)
+	bin/chaos -profile full -hot-stock $(S) -hot-buyers $(N) -out $(CHAOS_DIR)
+
+.PHONY: chaos-ci
+chaos-ci: deps chaos-build ## the same, small: every fault kind once (about 3 min; part of make test)
+	bin/chaos -profile ci -out $(CHAOS_DIR)
+
 .PHONY: clean
 clean: ## remove bin/ and the embedded NATS store (data/)
 	rm -rf bin data

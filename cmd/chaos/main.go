@@ -51,13 +51,14 @@ type step struct {
 }
 
 // scenarioRun is how one flashbench scenario of a profile is driven. Its
-// load is an open model (rate), so that it lasts about N/rate seconds
-// whatever the faults do: long enough for the scenario's faults.
+// load is an open model at Buyers/LoadS checkouts per second, so that it
+// lasts about LoadS whatever the faults do: long enough for the
+// scenario's faults.
 type scenarioRun struct {
 	Name        string
 	Stock       int64
 	Buyers      int
-	Rate        float64
+	LoadS       float64
 	Concurrency int
 	SKUs        int // cart-mix
 }
@@ -73,8 +74,8 @@ type profile struct {
 var profiles = map[string]profile{
 	"ci": {
 		Scenarios: []scenarioRun{
-			{Name: "hot-sku", Stock: 1000, Buyers: 2800, Rate: 40, Concurrency: 64},
-			{Name: "cart-mix", Stock: 300, Buyers: 1800, Rate: 30, Concurrency: 64, SKUs: 16},
+			{Name: "hot-sku", Stock: 1000, Buyers: 2800, LoadS: 70, Concurrency: 64},
+			{Name: "cart-mix", Stock: 300, Buyers: 1800, LoadS: 60, Concurrency: 64, SKUs: 16},
 		},
 		Schedule: []step{
 			{"hot-sku", "api-kill"},
@@ -89,8 +90,8 @@ var profiles = map[string]profile{
 	},
 	"full": {
 		Scenarios: []scenarioRun{
-			{Name: "hot-sku", Stock: 5000, Buyers: 20000, Rate: 150, Concurrency: 256},
-			{Name: "cart-mix", Stock: 1000, Buyers: 10000, Rate: 80, Concurrency: 128, SKUs: 16},
+			{Name: "hot-sku", Stock: 5000, Buyers: 20000, LoadS: 140, Concurrency: 256},
+			{Name: "cart-mix", Stock: 1000, Buyers: 10000, LoadS: 130, Concurrency: 128, SKUs: 16},
 		},
 		Schedule: []step{
 			{"hot-sku", "worker-kill"},
@@ -122,6 +123,7 @@ type FaultReport struct {
 	AtS        float64 `json:"at_s"` // seconds since the first scenario's load began
 	DurationMS int64   `json:"duration_ms"`
 	RecoveryMS int64   `json:"recovery_ms"` // -1: not recovered within the limit
+	Slowest    *int    `json:"slowest_partition,omitempty"`
 	Error      string  `json:"error,omitempty"`
 }
 
@@ -172,6 +174,9 @@ type options struct {
 	stopFor     time.Duration
 	gap         time.Duration
 	keep        bool
+	faults      string
+	hotStock    int64
+	hotBuyers   int
 }
 
 func main() {
@@ -182,8 +187,8 @@ func main() {
 	flag.StringVar(&o.outDir, "out", "/tmp/orderd-chaos", "directory of the logs and the report")
 	flag.StringVar(&o.pgURL, "pg-url", envOr("PG_URL", "postgres://orderd:orderd@127.0.0.1:5432/orderd?sslmode=disable"), "PostgreSQL maintenance database: the run creates and drops its own next to it")
 	flag.StringVar(&o.redisURL, "redis-url", envOr("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis")
-	flag.StringVar(&o.pgVersion, "pg-version", "15", "PostgreSQL cluster version (pg_ctlcluster)")
-	flag.StringVar(&o.pgCluster, "pg-cluster", "main", "PostgreSQL cluster name (pg_ctlcluster)")
+	flag.StringVar(&o.pgVersion, "pg-version", "", "PostgreSQL cluster version for pg_ctlcluster (default: the cluster on port 5432 in pg_lsclusters)")
+	flag.StringVar(&o.pgCluster, "pg-cluster", "", "PostgreSQL cluster name for pg_ctlcluster (default: as -pg-version)")
 	flag.StringVar(&o.depsScript, "deps", "scripts/deps.sh", "the script that starts PostgreSQL and Redis where they are down")
 	flag.StringVar(&o.jwtSecret, "jwt-secret", envOr("JWT_SECRET", "dev-only-secret-change-me-0123456789abcdef"), "JWT secret of the run's orderd")
 	flag.IntVar(&o.httpPort, "http-port", 18280, "orderd api's port")
@@ -193,6 +198,9 @@ func main() {
 	flag.DurationVar(&o.stopFor, "stop-for", 15*time.Second, "how long worker-stop keeps a worker stopped")
 	flag.DurationVar(&o.gap, "gap", 3*time.Second, "pause after a fault recovered before the next")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, the NATS store and the Redis keys")
+	flag.Int64Var(&o.hotStock, "hot-stock", 0, "S of hot-sku (default: the profile's)")
+	flag.IntVar(&o.hotBuyers, "hot-buyers", 0, "N of hot-sku (default: the profile's)")
+	flag.StringVar(&o.faults, "faults", "", "replace the profile's schedule: scenario:fault,... (faults: "+faultNames()+")")
 	flag.Parse()
 	os.Exit(runChaos(o))
 }
@@ -214,6 +222,17 @@ func runChaos(o options) int {
 		logf("unknown profile %q", o.profile)
 		return exitSetup
 	}
+	if o.faults != "" {
+		prof.Schedule = nil
+		for _, f := range strings.Split(o.faults, ",") {
+			sc, name, _ := strings.Cut(strings.TrimSpace(f), ":")
+			if _, ok := faults[name]; !ok {
+				logf("unknown fault %q in -faults (want scenario:fault; faults: %s)", f, faultNames())
+				return exitSetup
+			}
+			prof.Schedule = append(prof.Schedule, step{sc, name})
+		}
+	}
 	t0 := time.Now()
 	runID := fmt.Sprintf("%d", t0.Unix())
 	o.outDir = filepath.Join(o.outDir, runID)
@@ -224,6 +243,26 @@ func runChaos(o options) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if os.Geteuid() != 0 {
+		logf("must run as root: it restarts PostgreSQL (pg_ctlcluster) and Redis")
+		return exitSetup
+	}
+	if o.pgVersion == "" || o.pgCluster == "" {
+		out, err := exec.Command("pg_lsclusters", "-h").Output()
+		if err != nil {
+			logf("pg_lsclusters: %v (set -pg-version and -pg-cluster)", err)
+			return exitSetup
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[2] == "5432" {
+				o.pgVersion, o.pgCluster = f[0], f[1]
+			}
+		}
+		if o.pgVersion == "" {
+			logf("no PostgreSQL cluster on port 5432 in pg_lsclusters (set -pg-version and -pg-cluster)")
+			return exitSetup
+		}
+	}
 	ru, err := url.Parse(o.redisURL)
 	if err != nil {
 		logf("redis url: %v", err)
@@ -379,6 +418,12 @@ func runChaos(o options) int {
 		if ctx.Err() != nil {
 			break
 		}
+		if sc.Name == "hot-sku" && o.hotStock > 0 {
+			sc.Stock = o.hotStock
+		}
+		if sc.Name == "hot-sku" && o.hotBuyers > 0 {
+			sc.Buyers = o.hotBuyers
+		}
 		sc.Stock = int64(math.Ceil(float64(sc.Stock) * o.scale))
 		sc.Buyers = int(math.Ceil(float64(sc.Buyers) * o.scale))
 		sched := carried
@@ -434,10 +479,11 @@ func runChaos(o options) int {
 // scenario.
 func runScenario(ctx context.Context, o options, e *env, pr *probe, sc scenarioRun, sched []step, dsn, natsURL, apiURL string, loadStart *time.Time, rep *Report) (map[string]any, []step) {
 	e.scenario = sc.Name
+	rate := float64(sc.Buyers) / sc.LoadS
 	args := []string{sc.Name,
 		"--url", apiURL, "--jwt-secret", o.jwtSecret,
 		"--stock", fmt.Sprint(sc.Stock), "--buyers", fmt.Sprint(sc.Buyers),
-		"--concurrency", fmt.Sprint(sc.Concurrency), "--rate", fmt.Sprint(sc.Rate),
+		"--concurrency", fmt.Sprint(sc.Concurrency), "--rate", fmt.Sprintf("%.2f", rate),
 		"--database-url", dsn, "--nats-url", natsURL,
 		"--timeout", "120s", "--report", filepath.Join(o.outDir, sc.Name+".html"),
 	}
@@ -489,7 +535,7 @@ func runScenario(ctx context.Context, o options, e *env, pr *probe, sc scenarioR
 	if loadStart.IsZero() {
 		*loadStart = began
 	}
-	logf("%s: load began (%d buyers at %.0f/s: about %.0f s)", sc.Name, sc.Buyers, sc.Rate, float64(sc.Buyers)/sc.Rate)
+	logf("%s: load began (%d buyers at %.1f/s: about %.0f s)", sc.Name, sc.Buyers, rate, sc.LoadS)
 	var left []step
 	for i, s := range sched {
 		if i == 0 {
@@ -517,8 +563,8 @@ func runScenario(ctx context.Context, o options, e *env, pr *probe, sc scenarioR
 		// and saw every partition accept and confirm an order.
 		deadline := time.Now().Add(2 * time.Minute)
 		for ctx.Err() == nil {
-			if d, ok := pr.recovery(at); ok {
-				fr.RecoveryMS = d.Milliseconds()
+			if d, part, ok := pr.recovery(at); ok {
+				fr.RecoveryMS, fr.Slowest = d.Milliseconds(), &part
 				break
 			}
 			if time.Now().After(deadline) {
@@ -526,7 +572,7 @@ func runScenario(ctx context.Context, o options, e *env, pr *probe, sc scenarioR
 			}
 			sleep(ctx, 100*time.Millisecond)
 		}
-		logf("%s: fault %s on %s: recovered in %d ms", sc.Name, f.name, target, fr.RecoveryMS)
+		logf("%s: fault %s on %s: recovered in %d ms (slowest partition %v)", sc.Name, f.name, target, fr.RecoveryMS, deref(fr.Slowest))
 		rep.Faults = append(rep.Faults, fr)
 		sleep(ctx, o.gap)
 	}
@@ -675,4 +721,21 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// faultNames lists the fault kinds, sorted.
+func faultNames() string {
+	var names []string
+	for n := range faults {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func deref(p *int) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }

@@ -99,6 +99,7 @@ type probeRound struct {
 	Start, End time.Time
 	OK         bool
 	Err        string
+	Slowest    int // the partition whose order was decided last
 }
 
 // probe places the probe orders.
@@ -187,12 +188,18 @@ func (p *probe) round(parent context.Context, timeout time.Duration) probeRound 
 	seq := p.seq
 	p.mu.Unlock()
 	errs := make([]error, p.partitions)
+	ends := make([]time.Time, p.partitions)
 	var wg sync.WaitGroup
 	for i := range p.partitions {
-		wg.Go(func() { errs[i] = p.one(ctx, i, seq) })
+		wg.Go(func() { errs[i] = p.one(ctx, i, seq); ends[i] = time.Now() })
 	}
 	wg.Wait()
 	r.End, r.OK = time.Now(), true
+	for i, t := range ends {
+		if t.After(ends[r.Slowest]) {
+			r.Slowest = i
+		}
+	}
 	for _, err := range errs {
 		if err != nil {
 			r.OK, r.Err = false, err.Error()
@@ -236,15 +243,16 @@ func (p *probe) one(ctx context.Context, i, seq int) error {
 
 // recovery returns the time from at to the end of the first successful
 // round that started at or after at, and whether there is one.
-func (p *probe) recovery(at time.Time) (time.Duration, bool) {
+// The round's slowest partition is the one that held the recovery up.
+func (p *probe) recovery(at time.Time) (time.Duration, int, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, r := range p.rounds {
 		if r.OK && !r.Start.Before(at) {
-			return r.End.Sub(at), true
+			return r.End.Sub(at), r.Slowest, true
 		}
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // failedRounds counts the rounds that failed (an order rejected, or not
