@@ -22,12 +22,14 @@ import (
 // A fault is one thing that goes wrong during the sale. apply injects it
 // and undoes it the way an operator or a supervisor would (restart what
 // was killed, SIGCONT what was stopped), and returns when that is done. It
-// returns the moment of the fault (from which recovery is measured) and
+// returns the moment of the fault, from which recovery is measured; the
+// moment the fault was surely in effect (the process gone, the port
+// closed), after which a probe round must start to count as recovery; and
 // what it hit.
 type fault struct {
 	name  string
 	doc   string
-	apply func(ctx context.Context, e *env) (at time.Time, target string, err error)
+	apply func(ctx context.Context, e *env) (at, effective time.Time, target string, err error)
 }
 
 // faults is the table of fault kinds; the profiles (main.go) schedule them.
@@ -35,92 +37,99 @@ var faults = map[string]fault{
 	"worker-kill": {
 		name: "worker-kill",
 		doc:  "SIGKILL the worker holding most of the scenario's partitions; a supervisor restarts it 2 s later",
-		apply: func(ctx context.Context, e *env) (time.Time, string, error) {
+		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
 			w := e.pickWorker(ctx)
 			at := time.Now()
 			if err := w.kill(); err != nil {
-				return at, w.name, err
+				return at, at, w.name, err
 			}
+			eff := time.Now()
 			sleep(ctx, 2*time.Second)
-			return at, w.name, w.start(ctx, 90*time.Second)
+			return at, eff, w.name, w.start(ctx, 90*time.Second)
 		},
 	},
 	"worker-stop": {
 		name: "worker-stop",
 		doc:  "SIGSTOP the worker holding most of the scenario's partitions for 15 s (longer than PIN_TTL 5 s and ACK_WAIT 10 s), then SIGCONT: the other worker takes the partitions over while the stopped one may still be mid-batch",
-		apply: func(ctx context.Context, e *env) (time.Time, string, error) {
+		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
 			w := e.pickWorker(ctx)
 			at := time.Now()
 			if err := w.signal(syscall.SIGSTOP); err != nil {
-				return at, w.name, err
+				return at, at, w.name, err
 			}
 			sleep(ctx, e.stopFor)
-			return at, w.name, w.signal(syscall.SIGCONT)
+			return at, at, w.name, w.signal(syscall.SIGCONT)
 		},
 	},
 	"nats-kill": {
 		name: "nats-kill",
 		doc:  "SIGKILL the NATS server; restart it 1 s later on the same store (sync_interval: always)",
-		apply: func(ctx context.Context, e *env) (time.Time, string, error) {
+		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
 			at := time.Now()
 			if err := e.nats.kill(); err != nil {
-				return at, e.nats.name, err
+				return at, at, e.nats.name, err
 			}
+			eff := time.Now()
 			sleep(ctx, time.Second)
-			return at, e.nats.name, e.nats.start(ctx, 60*time.Second)
+			return at, eff, e.nats.name, e.nats.start(ctx, 60*time.Second)
 		},
 	},
 	"api-kill": {
 		name: "api-kill",
 		doc:  "SIGKILL the ingress while checkouts are in flight; restart it 0.5 s later on the same address (clients retry with their Idempotency-Key)",
-		apply: func(ctx context.Context, e *env) (time.Time, string, error) {
+		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
 			at := time.Now()
 			if err := e.api.kill(); err != nil {
-				return at, e.api.name, err
+				return at, at, e.api.name, err
 			}
+			eff := time.Now()
 			sleep(ctx, 500*time.Millisecond)
-			return at, e.api.name, e.api.start(ctx, 90*time.Second)
+			return at, eff, e.api.name, e.api.start(ctx, 90*time.Second)
 		},
 	},
 	"pg-restart": {
 		name: "pg-restart",
-		doc:  "pg_ctlcluster VERSION CLUSTER restart (fast shutdown: every connection is cut)",
-		apply: func(ctx context.Context, e *env) (time.Time, string, error) {
+		doc:  "restart PostgreSQL: pg_ctlcluster VERSION CLUSTER stop (fast: every connection is cut), then start",
+		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
 			at := time.Now()
-			err := run(ctx, 2*time.Minute, "pg_ctlcluster", e.pgVersion, e.pgCluster, "restart")
-			return at, "postgresql", err
+			if err := run(ctx, 2*time.Minute, "pg_ctlcluster", e.pgVersion, e.pgCluster, "stop"); err != nil {
+				return at, at, "postgresql", err
+			}
+			eff := time.Now()
+			return at, eff, "postgresql", run(ctx, 2*time.Minute, "pg_ctlcluster", e.pgVersion, e.pgCluster, "start")
 		},
 	},
 	"pg-kill": {
 		name: "pg-kill",
 		doc:  "SIGKILL the PostgreSQL postmaster; once its backends are gone, start the cluster again (crash recovery)",
-		apply: func(ctx context.Context, e *env) (time.Time, string, error) {
+		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
 			pid, err := e.postmasterPID()
 			at := time.Now()
 			if err != nil {
-				return at, "postgresql", err
+				return at, at, "postgresql", err
 			}
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				return at, "postgresql", fmt.Errorf("kill postmaster %d: %w", pid, err)
+				return at, at, "postgresql", fmt.Errorf("kill postmaster %d: %w", pid, err)
 			}
-			return at, "postgresql", e.startPostgres(ctx)
+			return at, time.Now(), "postgresql", e.startPostgres(ctx)
 		},
 	},
 	"redis-restart": {
 		name: "redis-restart",
 		doc:  "SHUTDOWN Redis (the append-only file is flushed) and start it again as scripts/deps.sh does (appendonly yes)",
-		apply: func(ctx context.Context, e *env) (time.Time, string, error) {
+		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
 			at := time.Now()
 			// SHUTDOWN closes the connection: its error says nothing.
 			run(ctx, 30*time.Second, "redis-cli", "-u", e.redisURL, "SHUTDOWN")
 			if err := waitPort(ctx, e.redisAddr, false, 30*time.Second); err != nil {
-				return at, "redis", err
+				return at, at, "redis", err
 			}
+			eff := time.Now()
 			sleep(ctx, 500*time.Millisecond)
 			if err := run(ctx, 2*time.Minute, "bash", e.depsScript); err != nil {
-				return at, "redis", err
+				return at, eff, "redis", err
 			}
-			return at, "redis", waitPort(ctx, e.redisAddr, true, 30*time.Second)
+			return at, eff, "redis", waitPort(ctx, e.redisAddr, true, 30*time.Second)
 		},
 	},
 }

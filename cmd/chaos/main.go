@@ -552,7 +552,7 @@ func runScenario(ctx context.Context, o options, e *env, pr *probe, sc scenarioR
 		}
 		f := faults[s.Fault]
 		logf("%s: fault %s", sc.Name, f.name)
-		at, target, err := f.apply(ctx, e)
+		at, eff, target, err := f.apply(ctx, e)
 		fr := FaultReport{Name: f.name, Scenario: sc.Name, Target: target, At: at.UTC().Format(time.RFC3339Nano),
 			AtS: math.Round(at.Sub(*loadStart).Seconds()*10) / 10, DurationMS: time.Since(at).Milliseconds(), RecoveryMS: -1}
 		if err != nil {
@@ -563,7 +563,7 @@ func runScenario(ctx context.Context, o options, e *env, pr *probe, sc scenarioR
 		// and saw every partition accept and confirm an order.
 		deadline := time.Now().Add(2 * time.Minute)
 		for ctx.Err() == nil {
-			if d, part, ok := pr.recovery(at); ok {
+			if d, part, ok := pr.recovery(at, eff); ok {
 				fr.RecoveryMS, fr.Slowest = d.Milliseconds(), &part
 				break
 			}

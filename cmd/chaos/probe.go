@@ -242,13 +242,14 @@ func (p *probe) one(ctx context.Context, i, seq int) error {
 }
 
 // recovery returns the time from at to the end of the first successful
-// round that started at or after at, and whether there is one.
+// round that started at or after effective (when the fault was surely in
+// effect), and whether there is one.
 // The round's slowest partition is the one that held the recovery up.
-func (p *probe) recovery(at time.Time) (time.Duration, int, bool) {
+func (p *probe) recovery(at, effective time.Time) (time.Duration, int, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, r := range p.rounds {
-		if r.OK && !r.Start.Before(at) {
+		if r.OK && !r.Start.Before(effective) {
 			return r.End.Sub(at), r.Slowest, true
 		}
 	}
