@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # deps.sh makes sure PostgreSQL and Redis answer on their default local ports,
-# installing them from Debian's packages and starting them when they do not.
+# installing them from Debian's packages and starting them when they do not,
+# and that Chromium is installed for the operator page's browser test
+# (without it that one test is skipped).
 #
 # It is idempotent: on a machine where both already run it only checks them.
 # As root it does the work; as another user it prints the exact commands to run
@@ -45,6 +47,20 @@ apt_install() {
   fi
   log "apt-get install $*"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+
+# install_chromium installs the Debian package chromium, running apt-get update
+# first only when the package lists are empty or do not know the package.
+install_chromium() {
+  if [ -z "$apt_updated" ] && [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v '^lock$\|^partial$' || true)" ]; then
+    log "apt-get install chromium"
+    if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; then
+      return 0
+    fi
+  fi
+  apt_install chromium
 }
 
 start_postgres() {
@@ -151,6 +167,21 @@ main() {
     need_root Redis "$REDIS_PORT" \
       "apt-get update && apt-get install -y redis-server" \
       "redis-server --daemonize yes --bind 127.0.0.1 --port $REDIS_PORT --appendonly yes"
+  fi
+
+  # Chromium is optional: without it the browser test of the operator page
+  # (services/ingress) is skipped, so a user who is not root is told how to
+  # install it and the script goes on.
+  if [ -x "$CHROMIUM" ]; then
+    log "Chromium is installed ($CHROMIUM)"
+  elif [ -n "$root" ]; then
+    install_chromium
+    [ -x "$CHROMIUM" ] || { log "chromium was installed but $CHROMIUM is missing"; exit 1; }
+    log "Chromium is installed ($CHROMIUM)"
+  else
+    log "Chromium is not installed ($CHROMIUM): the operator page's browser test will be skipped."
+    log "To run it, run these commands as root:"
+    printf '    %s\n' "apt-get update" "apt-get install -y chromium" >&2
   fi
 }
 

@@ -136,6 +136,14 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		// Closed by stopHTTP to end the streams; closing twice is harmless.
 		closers.push("order status hub", func() error { hub.Close(); return nil })
 		closeHub = hub.Close
+		// The operator page's numbers, and the SKU notes that keep every
+		// ingress process's SKU cache in step with the admin's changes.
+		ops, err := natsbus.StartOpsFeed(nc, js, natsbus.OpsFeedConfig{Partitions: cfg.Partitions, Log: log})
+		if err != nil {
+			return err
+		}
+		closers.push("ops feed", func() error { ops.Close(); return nil })
+		skuNotes := natsbus.NewSKUNotes(nc, log)
 		deps := ingress.Deps{
 			Log:       log,
 			Auth:      auth.NewVerifier([]byte(cfg.JWTSecret)),
@@ -159,6 +167,8 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			DeadLetters: db,
 			Replayer:    natsbus.NewPublisher(js),
 			Reconciler:  newReconciler(db, js, 30*time.Second),
+			SKUNotes:    skuNotes,
+			Ops:         ops,
 		}
 		if cfg.PublishBatch {
 			bp := natsbus.NewBatchPublisher(js, natsbus.BatchConfig{Partitions: cfg.Partitions, Timeout: cfg.PublishTimeout, Registerer: reg})
@@ -167,7 +177,7 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		} else {
 			deps.Publisher = natsbus.NewPublisher(js)
 		}
-		handler = ingress.New(ingress.Config{
+		api := ingress.New(ingress.Config{
 			ShippingFee:    cfg.ShippingFee,
 			Partitions:     cfg.Partitions,
 			PublishTimeout: cfg.PublishTimeout,
@@ -177,7 +187,13 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			CheckoutBurst:        cfg.CheckoutBurst,
 			CheckoutInflight:     cfg.CheckoutInflight,
 			MaxInflightCheckouts: cfg.MaxInflightCheckouts,
-		}, deps).Handler()
+		}, deps)
+		sub, err := skuNotes.Subscribe(api.SKUChanged)
+		if err != nil {
+			return err
+		}
+		closers.push("sku notes", sub.Unsubscribe)
+		handler = api.Handler()
 	}
 	var runWorkers func(context.Context) error
 	if withWorkers {

@@ -180,7 +180,7 @@ func (f *OpsFeed) publish() {
 type opsEvent struct {
 	Type string `json:"type"`
 	Data struct {
-		Reason string `json:"reason"`
+		RejectReason string `json:"reject_reason"`
 	} `json:"data"`
 }
 
@@ -193,7 +193,7 @@ func (f *OpsFeed) countEvent(m *nats.Msg) {
 	defer f.mu.Unlock()
 	f.events[ev.Type]++
 	if ev.Type == "order.rejected" {
-		r := ev.Data.Reason
+		r := ev.Data.RejectReason
 		if r == "" {
 			r = "unknown"
 		}

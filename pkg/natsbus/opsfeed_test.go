@@ -50,7 +50,7 @@ func TestOpsFeedSumsProcesses(t *testing.T) {
 	a2.Store(5)
 	for _, ev := range []string{
 		`{"type":"order.confirmed","data":{"status":"confirmed"}}`,
-		`{"type":"order.rejected","data":{"status":"rejected","reason":"out_of_stock"}}`,
+		`{"type":"order.rejected","data":{"status":"rejected","reject_reason":"out_of_stock"}}`,
 		`{"type":"order.rejected","data":{"status":"rejected"}}`,
 	} {
 		if err := nc.Publish("orders.events.order.x", []byte(ev)); err != nil {

@@ -54,9 +54,9 @@ func (s *Server) skuAdmin() (SKUAdminStore, error) {
 
 // pauseSKU is POST /v1/skus/{id}/pause (paused true) and .../resume: 200
 // with the SKU. Idempotent. While a SKU is paused this process refuses its
-// checkouts at once (409 sale-paused), other ingress processes within the
-// SKU cache's TTL, and its partition rejects the commands already queued
-// (sale_paused).
+// checkouts at once (409 sale-paused), other ingress processes as soon as
+// the SKU note reaches them (within the SKU cache's TTL if it is lost), and
+// its partition rejects the commands already queued (sale_paused).
 func (s *Server) pauseSKU(paused bool) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathUUID(r, "id")
@@ -72,6 +72,7 @@ func (s *Server) pauseSKU(paused bool) handlerFunc {
 			return err
 		}
 		s.skus.put(sku)
+		s.noteSKU(r.Context(), sku.ID)
 		writeJSON(w, http.StatusOK, sku)
 		return nil
 	}
@@ -218,6 +219,9 @@ func (s *Server) patchSKU(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.skus.put(sku)
+	if len(patch) > 0 {
+		s.noteSKU(ctx, sku.ID)
+	}
 	writeJSON(w, http.StatusOK, sku)
 	return nil
 }

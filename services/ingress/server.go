@@ -62,6 +62,13 @@ type Deps struct {
 	DeadLetters DeadLetterStore
 	Replayer    Replayer
 	Reconciler  Reconciler
+
+	// SKUNotes, if set, tells every ingress process of an admin change of
+	// a SKU (natsbus.SKUNotes); the wiring subscribes Server.SKUChanged.
+	SKUNotes SKUNotifier
+	// Ops feeds the operator page's live numbers (admin_stream.go); nil:
+	// GET /v1/admin/stream answers 503.
+	Ops OpsFeed
 }
 
 // Server is the HTTP ingress.
@@ -94,6 +101,9 @@ func New(cfg Config, d Deps) *Server {
 	s.skus = newSKUCache(d.SKUs, skuCacheTTL, d.Log)
 	s.queue = newQueueLines(d.Status, cfg.Partitions)
 	s.metrics = newMetrics(d.Registry)
+	if d.Ops != nil {
+		d.Ops.CountAccepted(s.acceptedTotal)
+	}
 	s.registerRoutes()
 	return s
 }
@@ -129,6 +139,7 @@ func (s *Server) registerRoutes() {
 	s.catalogRoutes()
 	s.orderRoutes()
 	s.adminRoutes()
+	s.adminPageRoutes()
 	s.paymentRoutes()
 	// Anything else is a 404 problem, not the mux's plain text.
 	s.mux.Handle("/", s.instrument("unmatched", func(w http.ResponseWriter, r *http.Request) {

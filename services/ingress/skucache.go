@@ -12,9 +12,10 @@ import (
 )
 
 // skuCacheTTL is how long the checkout trusts what it read of a SKU before
-// it reads it again: a pause or a price change made through another
-// ingress process reaches this one within about that long (one made
-// through this process, at once).
+// it reads it again. A pause or a price change made through this process
+// is put in at once; one made through another ingress process arrives as a
+// SKU note (natsbus.SKUChangedSubject) that drops the entry at once, and
+// the TTL is the backstop for a note lost while NATS was unreachable.
 const skuCacheTTL = 250 * time.Millisecond
 
 // skuCacheMax bounds the SKUs the cache holds; past it, it starts over.
@@ -26,7 +27,9 @@ const skuCacheMax = 100_000
 // for all the missing SKUs of a checkout); one cached for longer than the
 // TTL is served as it is while one background read refreshes every stale
 // entry, so at most one query per TTL leaves a process for a hot SKU.
-// Admin changes made through this process are put in at once.
+// Admin changes made through this process are put in at once, and those
+// made through any process (this one included) are forgotten when their
+// SKU note arrives (forget).
 type skuCache struct {
 	store SKUStore
 	ttl   time.Duration
@@ -38,10 +41,13 @@ type skuCache struct {
 }
 
 // skuEntry is what the cache knows of one SKU: nil sku for one that does
-// not exist.
+// not exist. A forgotten entry holds nothing and must be read again; it
+// stays so that a read started before it was forgotten cannot put back
+// what it read (putLocked keeps the newer of the two).
 type skuEntry struct {
-	sku *order.SKU
-	at  time.Time
+	sku       *order.SKU
+	at        time.Time
+	forgotten bool
 }
 
 func newSKUCache(store SKUStore, ttl time.Duration, log *slog.Logger) *skuCache {
@@ -63,7 +69,7 @@ func (c *skuCache) get(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*ord
 	for _, id := range ids {
 		e, ok := c.entries[id]
 		switch {
-		case !ok:
+		case !ok || e.forgotten:
 			missing = append(missing, id)
 			continue
 		case now.Sub(e.at) > c.ttl:
@@ -106,6 +112,20 @@ func (c *skuCache) put(s *order.SKU) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.putLocked(s.ID, &cp, time.Now())
+}
+
+// forget drops what the cache holds of SKU id, because another process
+// (or this one) changed it: the next checkout of it reads it again.
+func (c *skuCache) forget(id uuid.UUID) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= skuCacheMax {
+		clear(c.entries)
+	}
+	c.entries[id] = skuEntry{at: time.Now(), forgotten: true}
 }
 
 func (c *skuCache) putLocked(id uuid.UUID, s *order.SKU, at time.Time) {
