@@ -57,7 +57,9 @@ func (s *Server) soldOutStore() SoldOutStore {
 }
 
 // soldOutLines returns the SKUs of lines that are marked sold out (none if
-// the shortcut is off), reading every line's marker in one round trip. If
+// the shortcut is off, or if the partition would reject the order for
+// another reason first: reachesStock), reading every line's marker in one
+// round trip. If
 // the markers cannot be read it logs and returns none: the checkout goes to
 // its partition, which decides the same. It returns an error only when ctx
 // is done.
@@ -85,7 +87,40 @@ func (s *Server) soldOutLines(ctx context.Context, lines []order.LineRequest) ([
 			delete(marked, id) // a SKU on two lines is named once
 		}
 	}
+	if len(out) > 0 && !s.reachesStock(ctx, ids) {
+		return nil, nil
+	}
 	return out, nil
+}
+
+// reachesStock reports whether a partition deciding an order of skus now
+// would get as far as the stock check, as far as the in-process catalog
+// tells: every SKU exists, its sale is open (not paused, within its
+// window) and all share one currency. Otherwise the partition would
+// reject it for that reason first (order.Ledger's order of checks), and
+// the order goes there so that the reason is the one it gives. The one
+// earlier check the ingress cannot see is the per-user limit: an order
+// over the limit of a sold-out SKU is rejected out_of_stock here rather
+// than limit_exceeded, both true.
+func (s *Server) reachesStock(ctx context.Context, skus []uuid.UUID) bool {
+	catalog, err := s.skus.get(ctx, skus)
+	if err != nil {
+		return false
+	}
+	now := time.Now()
+	currency := ""
+	for _, id := range skus {
+		sku := catalog[id]
+		switch {
+		case sku == nil, sku.SaleState(now) != "":
+			return false
+		case currency == "":
+			currency = sku.Currency
+		case sku.Currency != currency:
+			return false
+		}
+	}
+	return true
 }
 
 // rejectSoldOut decides the checkout cmd rejected out_of_stock naming skus

@@ -201,3 +201,34 @@ func TestCheckoutSoldOutAtTheIngress(t *testing.T) {
 		t.Errorf("%d command messages, want the record and the checkout", n)
 	}
 }
+
+// TestSoldOutLeavesOtherReasonsToThePartition: a sold-out SKU whose sale is
+// not open, or an order of two currencies, goes to the partition, which
+// rejects it for that reason first.
+func TestSoldOutLeavesOtherReasonsToThePartition(t *testing.T) {
+	t.Parallel()
+	e := newOrderEnv(t)
+	ctx := context.Background()
+	later := time.Now().Add(time.Hour)
+	closed := newSKU("Not yet", 100, 0)
+	closed.SaleStartsAt = &later
+	notOpen := e.createSKU(t, closed)
+	usd := newSKU("Dollar socks", 100, 0)
+	usd.Currency = "USD"
+	dollar := e.createSKU(t, usd)
+	euro := e.createSKU(t, newSKU("Euro socks", 100, 0))
+	for _, id := range []uuid.UUID{notOpen.ID, dollar.ID, euro.ID} {
+		e.markSoldOut(t, id)
+	}
+	for name, lines := range map[string][]order.LineRequest{
+		"sale not open":  {{SKUID: notOpen.ID, Quantity: 1}},
+		"two currencies": {{SKUID: euro.ID, Quantity: 1}, {SKUID: dollar.ID, Quantity: 1}},
+	} {
+		if got, err := e.Server.soldOutLines(ctx, lines); err != nil || len(got) != 0 {
+			t.Errorf("%s: soldOutLines = %v, %v; want none", name, got, err)
+		}
+	}
+	if got, err := e.Server.soldOutLines(ctx, []order.LineRequest{{SKUID: euro.ID, Quantity: 1}}); err != nil || len(got) != 1 {
+		t.Errorf("euro alone: soldOutLines = %v, %v", got, err)
+	}
+}
