@@ -283,9 +283,16 @@ func TestOperatorPageBrowser(t *testing.T) {
 
 	// A small sale: more buyers than stock, one unit each.
 	body := func(b buyer) map[string]any { return directBody(b, order.LineRequest{SKUID: sku.ID, Quantity: 1}) }
+	// Refreshing docs/operator-page.png: spread the sale over a few
+	// seconds, so that the chart shows a line rather than one spike.
+	pace := time.Duration(0)
+	if os.Getenv("ORDERD_OPERATOR_SCREENSHOT") != "" {
+		pace = 250 * time.Millisecond
+	}
 	for range buyers {
 		b := e.newBuyer(t)
 		e.mustCheckout(t, b, body(b), "")
+		time.Sleep(pace)
 	}
 	until("units sold and stock left", text(skuRow+" .units-sold")+` === "30" && `+text(skuRow+" .stock")+` === "0"`)
 	until("accepted and decided", text("#accepted-total")+` === "36" && `+text("#decided-total")+` === "36"`)

@@ -397,7 +397,7 @@
     const ph = h - pad.t - pad.b;
     let top = 0;
     for (const p of history) top = Math.max(top, p.a, p.d);
-    top = niceCeil(top);
+    top = niceCeil(top * 1.2); // headroom above the highest point
     ctx.font = "11px system-ui, sans-serif";
     ctx.fillStyle = css.getPropertyValue("--muted") || "#667085";
     ctx.strokeStyle = css.getPropertyValue("--line") || "#e3e6eb";
