@@ -76,6 +76,12 @@ type OpsFeed struct {
 	local     []func() int64
 	consumers []jetstream.Consumer
 
+	// The last partition sample, shared by the callers of Partitions
+	// within partitionsFresh of it.
+	partsMu sync.Mutex
+	parts   []PartitionState
+	partsAt time.Time
+
 	subs []*nats.Subscription
 	stop chan struct{}
 	done chan struct{}
@@ -287,9 +293,25 @@ type PartitionState struct {
 	Err          error // the consumer's info could not be read
 }
 
-// Partitions reads every partition consumer's info, one request each, and
-// returns their states in partition order. ctx bounds the whole.
+// partitionsFresh is how long a partition sample serves every caller: the
+// operator streams open at once ask JetStream once between them.
+const partitionsFresh = 500 * time.Millisecond
+
+// Partitions returns every partition's state in partition order, from its
+// consumer's info (one request each, ctx bounding the whole), or the sample
+// another caller took less than partitionsFresh ago.
 func (f *OpsFeed) Partitions(ctx context.Context) []PartitionState {
+	f.partsMu.Lock()
+	defer f.partsMu.Unlock()
+	if f.parts != nil && time.Since(f.partsAt) < partitionsFresh {
+		return append([]PartitionState(nil), f.parts...)
+	}
+	out := f.samplePartitions(ctx)
+	f.parts, f.partsAt = out, time.Now()
+	return append([]PartitionState(nil), out...)
+}
+
+func (f *OpsFeed) samplePartitions(ctx context.Context) []PartitionState {
 	out := make([]PartitionState, f.partitions)
 	for p := range out {
 		out[p].Partition = p
