@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	api := newClient(cfg.URL, cfg.Concurrency+cfg.Waiters+8)
+	shed := meterShed(api) // 429/503 answers and their latency (shed.go)
 	defer api.close()
 	r := newRunner(cfg, api)
 	since := time.Now().Add(-5 * time.Second) // the events of this run, give or take clock skew
@@ -111,7 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			logf("report written to %s", cfg.Report)
 		}
 	}
-	fmt.Fprintf(stdout, "%s\n", s.JSON())
+	fmt.Fprintf(stdout, "%s\n", shed.merge(s.JSON()))
 	if failed := s.Failed(); len(failed) > 0 {
 		for _, name := range failed {
 			fmt.Fprintf(stderr, "flashbench: check %s %s\n", name, s.Checks[name])
