@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -132,6 +133,43 @@ var faults = map[string]fault{
 			return at, eff, "redis", waitPort(ctx, e.redisAddr, true, 30*time.Second)
 		},
 	},
+	"redis-kill": {
+		name: "redis-kill",
+		doc:  "SIGKILL Redis (appendfsync everysec: up to about a second of writes is lost) and start it again as scripts/deps.sh does",
+		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
+			pid, err := e.redisPID(ctx)
+			at := time.Now()
+			if err != nil {
+				return at, at, "redis", err
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				return at, at, "redis", fmt.Errorf("kill redis-server %d: %w", pid, err)
+			}
+			if err := waitPort(ctx, e.redisAddr, false, 30*time.Second); err != nil {
+				return at, at, "redis", err
+			}
+			eff := time.Now()
+			sleep(ctx, 500*time.Millisecond)
+			if err := run(ctx, 2*time.Minute, "bash", e.depsScript); err != nil {
+				return at, eff, "redis", err
+			}
+			return at, eff, "redis", waitPort(ctx, e.redisAddr, true, 30*time.Second)
+		},
+	},
+}
+
+// redisPID asks Redis for its process id.
+func (e *env) redisPID(ctx context.Context) (int, error) {
+	out, err := exec.CommandContext(ctx, "redis-cli", "-u", e.redisURL, "INFO", "server").Output()
+	if err != nil {
+		return 0, fmt.Errorf("redis-cli INFO server: %w", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, fmt.Errorf("redis-cli INFO server: no process_id")
 }
 
 // env is what the faults act on.

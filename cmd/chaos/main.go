@@ -82,6 +82,7 @@ var profiles = map[string]profile{
 			{"hot-sku", "worker-kill"},
 			{"hot-sku", "nats-kill"},
 			{"hot-sku", "worker-stop"},
+			{"hot-sku", "redis-kill"},
 			{"cart-mix", "pg-restart"},
 			{"cart-mix", "redis-restart"},
 			{"cart-mix", "pg-kill"},
@@ -103,6 +104,7 @@ var profiles = map[string]profile{
 			{"hot-sku", "redis-restart"},
 			{"hot-sku", "worker-kill"},
 			{"cart-mix", "worker-kill"},
+			{"cart-mix", "redis-kill"},
 			{"cart-mix", "pg-kill"},
 			{"cart-mix", "redis-restart"},
 			{"cart-mix", "api-kill"},
@@ -141,6 +143,7 @@ type Report struct {
 	PeakRSSKB  map[string]int64 `json:"peak_rss_kb"`
 	Starts     map[string]int   `json:"starts"`
 	Probe      map[string]any   `json:"probe"`
+	Reread     *rereadResult    `json:"reread,omitempty"`
 	Scenarios  []map[string]any `json:"scenarios"`
 	Database   string           `json:"database"`
 	LogDir     string           `json:"log_dir"`
@@ -445,6 +448,19 @@ func runChaos(o options) int {
 	}
 	stopProbe()
 	probeWG.Wait()
+	// A buyer who opens the order page after the sale, on a freshly
+	// started ingress: every status must be PostgreSQL's.
+	if ctx.Err() == nil {
+		e.api.stop(20 * time.Second)
+		if err := e.api.start(ctx, 90*time.Second); err != nil {
+			rep.Failures = append(rep.Failures, "restart the api for the re-read: "+err.Error())
+		} else if rr, err := rereadStatuses(ctx, db, api, []byte(o.jwtSecret)); err != nil {
+			rep.Failures = append(rep.Failures, "re-read the statuses: "+err.Error())
+		} else {
+			rep.Reread = &rr
+			logf("re-read %d orders through a restarted api: %d stale, %d errors", rr.Orders, rr.Stale, rr.Errors)
+		}
+	}
 	stopSamp()
 	sampWG.Wait()
 	for _, p := range all {
@@ -639,6 +655,9 @@ func judge(rep *Report, interrupted bool) {
 		if f.RecoveryMS < 0 {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("fault %s (%s) at %s: the probe saw no recovery within 2 minutes", f.Name, f.Scenario, f.At))
 		}
+	}
+	if r := rep.Reread; r != nil && (r.Stale > 0 || r.Errors > 0) {
+		rep.Failures = append(rep.Failures, fmt.Sprintf("re-read after the sale: %d of %d orders show another status through the API than PostgreSQL holds, %d unreadable (%v)", r.Stale, r.Orders, r.Errors, r.Example))
 	}
 	if len(rep.NotRun) > 0 {
 		rep.Failures = append(rep.Failures, "faults not run (the scenarios ended first): "+strings.Join(rep.NotRun, ", "))

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/flashsale/orderd/pkg/auth"
+)
+
+// rereadResult is what a fresh reader sees once the sale is over.
+type rereadResult struct {
+	Orders  int      `json:"orders"`
+	Stale   int      `json:"stale"`  // the API answers another status than PostgreSQL holds
+	Errors  int      `json:"errors"` // the API did not answer
+	Example []string `json:"examples,omitempty"`
+}
+
+// rereadStatuses reads every order of the scenarios' buyers through the
+// API, as a buyer who opens the order page after the sale does, and
+// compares the status with PostgreSQL's. The caller restarts the ingress
+// first, so that no status it heard during the sale (its hub's memory)
+// hides what the status cache holds: a cache that kept pending while the
+// order was decided (a write lost in a Redis crash) shows here.
+func rereadStatuses(ctx context.Context, db *sql.DB, api *apiClient, secret []byte) (rereadResult, error) {
+	var r rereadResult
+	rows, err := db.QueryContext(ctx, `SELECT id, user_id, status FROM orders WHERE user_id LIKE 'fb-%'`)
+	if err != nil {
+		return r, fmt.Errorf("read orders: %w", err)
+	}
+	type row struct {
+		id           uuid.UUID
+		user, status string
+	}
+	var all []row
+	for rows.Next() {
+		var x row
+		if err := rows.Scan(&x.id, &x.user, &x.status); err != nil {
+			rows.Close()
+			return r, err
+		}
+		all = append(all, x)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return r, err
+	}
+	r.Orders = len(all)
+	var mu sync.Mutex
+	work := make(chan row)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for x := range work {
+				tok, err := auth.Mint(secret, x.user, false, time.Hour)
+				var st struct {
+					Status string `json:"status"`
+				}
+				if err == nil {
+					c, cancel := context.WithTimeout(ctx, 30*time.Second)
+					err = api.retry(c, "GET", "/v1/orders/"+x.id.String(), tok, "", nil, &st)
+					cancel()
+				}
+				mu.Lock()
+				switch {
+				case err != nil:
+					r.Errors++
+					if len(r.Example) < 5 {
+						r.Example = append(r.Example, fmt.Sprintf("order %s: %v", x.id, err))
+					}
+				case st.Status != x.status:
+					r.Stale++
+					if len(r.Example) < 5 {
+						r.Example = append(r.Example, fmt.Sprintf("order %s: the API says %s, PostgreSQL %s", x.id, st.Status, x.status))
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, x := range all {
+		work <- x
+	}
+	close(work)
+	wg.Wait()
+	return r, nil
+}
