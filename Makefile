@@ -173,6 +173,16 @@ chaos: deps chaos-build ## the fault schedule under load: hot-sku S=5000 N=20000
 chaos-ci: deps chaos-build ## the same, small: every fault kind once (about 3 min; part of make test)
 	bin/chaos -profile ci -out $(CHAOS_DIR)
 
+# make overload [CAPACITY=<decided/s from make bench>] [HIGH_S=60 LOW_S=30]:
+# see scripts/overload.sh (about 5 minutes here).
+CAPACITY ?=
+HIGH_S ?= 60
+LOW_S ?= 30
+
+.PHONY: overload
+overload: deps ## 2x capacity for 60 s, then half for 30 s: shed share and latency, RSS, drain, recovery, verified
+	CAPACITY=$(CAPACITY) HIGH_S=$(HIGH_S) LOW_S=$(LOW_S) BENCH_DIR=$(BENCH_DIR) bash scripts/overload.sh
+
 .PHONY: clean
 clean: ## remove bin/ and the embedded NATS store (data/)
 	rm -rf bin data

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# make overload: does orderd shed load it cannot take, quickly, without
+# growing queues, and recover when the load falls?
+#
+#   scripts/overload.sh                       # measures the capacity first
+#   CAPACITY=1500 scripts/overload.sh         # decided/s from make bench
+#   HIGH_S=60 LOW_S=30 scripts/overload.sh
+#
+# One `orderd serve` in its default configuration (durable embedded NATS,
+# MAX_INFLIGHT_CHECKOUTS 4096, per-user limits) on fresh state, started by
+# bench-lib.sh. Three phases against it, each a flashbench hot-sku run on a
+# SKU of its own (stock for every buyer, so the sale never sells out and
+# every admitted checkout costs a stock write), each verified in PostgreSQL
+# and ORDER_EVENTS (0 lost, 0 oversold, one decision per order):
+#
+#   capacity  unless CAPACITY is given: closed loop, S=N=CAP_N buyers, C=256;
+#             its decided/s is the capacity and its latencies are "normal"
+#   high      open model at 2 x CAPACITY arrivals/s for HIGH_S (60) seconds
+#   low       open model at CAPACITY / 2 arrivals/s for LOW_S (30) seconds,
+#             started once the high phase's backlog has drained
+#
+# Buyers answered 429 or 503 come back after Retry-After, as flashbench's
+# client does (for up to 2 minutes): the attempts exceed the arrivals.
+# flashbench's "shed" object counts every checkout attempt by answer and
+# times the 429/503 (how fast shedding is) and the 202 answers. Between the
+# phases the script reads orderd's /metrics: the partitions' pending
+# commands and the outbox must be back to 0 (the backlog drained).
+#
+# Output: $BENCH_DIR/overload-<time>.jsonl (one line per phase, with
+# orderd's VmRSS after it and the load average) and a summary on stdout
+# (also in $BENCH_DIR/overload-<time>.txt). Exit 1 if a check failed.
+#
+# Environment: CAPACITY, CAP_N (20000), HIGH_S (60), LOW_S (30),
+# FB_C (generator's attempts in flight at most, 100000: above the
+# server's cap, so that the server, not the generator, limits),
+# FB_WAITERS (2048), and bench-lib.sh's BENCH_DIR, PG_URL, REDIS_URL,
+# ports (here 18180, 14322, 19190 by default), JWT_SECRET, KEEP.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# Ports of their own, so that a make bench beside it does not collide.
+export BENCH_HTTP_PORT="${BENCH_HTTP_PORT:-18180}" BENCH_NATS_PORT="${BENCH_NATS_PORT:-14322}" BENCH_METRICS_PORT="${BENCH_METRICS_PORT:-19190}"
+. scripts/bench-lib.sh
+CAPACITY="${CAPACITY:-}"
+CAP_N="${CAP_N:-20000}"
+HIGH_S="${HIGH_S:-60}"
+LOW_S="${LOW_S:-30}"
+FB_C="${FB_C:-100000}"
+FB_WAITERS="${FB_WAITERS:-2048}"
+
+log() { echo "overload: $*" >&2; }
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+results="$BENCH_DIR/overload-$stamp.jsonl"
+report="$BENCH_DIR/overload-$stamp.txt"
+: >"$results"
+
+log "building bin/orderd and bin/flashbench"
+go build -trimpath -o bin/orderd ./cmd/orderd
+go build -trimpath -o bin/flashbench ./cmd/flashbench
+
+start_orderd "overload_$(date +%s)" "$BENCH_DIR/orderd-overload-$stamp.log"
+log "orderd pid $pid, database $db; $(nproc) cores shared with PostgreSQL, Redis and flashbench; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+
+metrics() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" 2>/dev/null || true; }
+# metric_sum NAME: the sum of a metric's samples.
+metric_sum() { metrics | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d", s }'; }
+rss_kb() { awk "/^$1:/ {print \$2}" "/proc/$pid/status" 2>/dev/null || echo 0; }
+
+# phase NAME ARGS...: one flashbench hot-sku run; its JSON line, with the
+# phase name, orderd's RSS and the load average, goes to $results.
+phase() {
+  local name=$1 rc=0 line
+  shift
+  log "phase $name: flashbench hot-sku $*; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+  line=$(bin/flashbench hot-sku --url "http://127.0.0.1:$HTTP_PORT" --jwt-secret "$JWT_SECRET" \
+    --database-url "$DATABASE_URL" --nats-url "nats://127.0.0.1:$NATS_PORT" --json-only "$@") || rc=$?
+  if [[ -z "$line" ]]; then log "phase $name: flashbench printed nothing (exit $rc)"; exit 1; fi
+  line=$(jq -c --arg phase "$name" --argjson rc "$rc" --argjson rss "$(rss_kb VmRSS)" --argjson load "$(cut -d' ' -f1 /proc/loadavg)" \
+    '{phase: $phase} + . + {flashbench_exit: $rc, orderd_rss_mb: (($rss / 1024 * 10 | round) / 10), load1_after: $load}' <<<"$line")
+  echo "$line" >>"$results"
+  # drained: every partition's pending commands, acks and the outbox at 0
+  # (the workers publish their gauges every few seconds: wait for them).
+  local pending=-1 ackp=-1 outbox=-1 t0=$SECONDS
+  for _ in $(seq 1 60); do
+    pending=$(metric_sum orderd_partition_pending)
+    ackp=$(metric_sum orderd_partition_ack_pending)
+    outbox=$(metric_sum orderd_outbox_pending_rows)
+    [[ "$pending" == 0 && "$ackp" == 0 && "$outbox" == 0 ]] && break
+    sleep 1
+  done
+  log "phase $name: after it, partitions pending $pending, ack pending $ackp, outbox $outbox ($((SECONDS - t0)) s after flashbench returned)"
+  echo "{\"phase\":\"$name-drained\",\"partition_pending\":$pending,\"ack_pending\":$ackp,\"outbox_pending\":$outbox}" >>"$results"
+}
+
+if [[ -z "$CAPACITY" ]]; then
+  phase capacity --stock "$CAP_N" --buyers "$CAP_N" --concurrency 256 --timeout 120s
+  CAPACITY=$(jq -r 'select(.phase == "capacity") | .decided_per_s | floor' "$results")
+  log "capacity: $CAPACITY decided/s (closed loop, C=256)"
+fi
+high_rate=$((2 * CAPACITY))
+low_rate=$(((CAPACITY + 1) / 2))
+high_n=$((high_rate * HIGH_S))
+low_n=$((low_rate * LOW_S))
+phase high --rate "$high_rate" --duration "${HIGH_S}s" --stock "$high_n" --buyers "$high_n" \
+  --concurrency "$FB_C" --waiters "$FB_WAITERS" --timeout 120s --late-after 100ms
+phase low --rate "$low_rate" --duration "${LOW_S}s" --stock "$low_n" --buyers "$low_n" \
+  --concurrency "$FB_C" --waiters "$FB_WAITERS" --timeout 120s --late-after 100ms
+hwm_kb=$(rss_kb VmHWM)
+refused=$(metrics | grep '^orderd_checkout_refused_total' || true)
+stop_server
+
+{
+  echo "overload $stamp: orderd serve (defaults: NATS_SYNC=always, MAX_INFLIGHT_CHECKOUTS=4096), $(nproc) cores shared; load avg now $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "capacity $CAPACITY decided/s; high phase ${high_rate}/s for ${HIGH_S}s; low phase ${low_rate}/s for ${LOW_S}s"
+  jq -r 'select(.scenario) | "\(.phase): arrivals/s \(.rate) sent \(.sent) late \(.late) accepted \(.accepted) accepted/s \(.accept_per_s) decided/s \(.decided_per_s) | accept p50/p99 \(.accept_p50_ms)/\(.accept_p99_ms) ms (per buyer, retries included) | decide p50/p99 \(.decide_p50_ms)/\(.decide_p99_ms) ms | drain \((.duration_s - .load_s) * 10 | round / 10) s | attempts \(.shed.checkout_attempts): 202 \(.shed.answers_202) (p50/p99 \(.shed.attempt_202_p50_ms)/\(.shed.attempt_202_p99_ms) ms), 429 \(.shed.answers_429), 503 \(.shed.answers_503), shed share \(.shed.shed_share), shed p50/p99/max \(.shed.shed_p50_ms)/\(.shed.shed_p99_ms)/\(.shed.shed_max_ms) ms, other \(.shed.other_answers) | lost \(.lost) oversold \(.oversold) errors \(.errors) | checks \([.checks[] | select(startswith("FAILED"))] | if length == 0 then "ok" else "FAILED" end) | orderd RSS \(.orderd_rss_mb) MB, load1 \(.load1_after)"' "$results"
+  jq -r 'select(.phase | endswith("-drained")) | "\(.phase): partition pending \(.partition_pending), ack pending \(.ack_pending), outbox \(.outbox_pending)"' "$results"
+  echo "orderd peak RSS (VmHWM): $((hwm_kb / 1024)) MB"
+  echo "refused by the ingress (orderd_checkout_refused_total):"
+  echo "${refused:-  none}" | sed 's/^/  /'
+} | tee "$report"
+
+failed=$(jq -s '[.[] | select(.scenario) | select(.flashbench_exit != 0 or .lost != 0 or .oversold != 0)] | length' "$results")
+undrained=$(jq -s '[.[] | select(.phase | endswith("-drained")) | select(.partition_pending != 0 or .ack_pending != 0 or .outbox_pending != 0)] | length' "$results")
+if [[ "$failed" != 0 || "$undrained" != 0 ]]; then
+  echo "overload: FAILED: $failed phase(s) with a failed check, $undrained not drained" | tee -a "$report"
+  exit 1
+fi
+echo "overload: ok (results $results)" | tee -a "$report"
