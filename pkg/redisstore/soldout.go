@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -41,6 +40,13 @@ import (
 //     its commit while another took the partition over and a restock
 //     committed) holds a version below the restock's, which raised the
 //     floor before it committed: its marker is refused.
+//  4. A marker counts only in the incarnation of the Redis server that
+//     wrote it (it carries the server's run id, which a restart changes).
+//     Redis fsyncs its append-only file once a second: killed, it comes
+//     back without the last second of writes, and a Reopen's DEL among
+//     them would bring back a marker while the stock it guarded is above
+//     0. Markers from before a restart are ignored instead, and the
+//     partitions mark again what is still at 0.
 //
 // Proof sketch. Let the marker hold v, written at time w, read at time t.
 // Stock was 0 at version v (rule 1). Suppose stock was above 0 at t. Then a
@@ -57,10 +63,10 @@ import (
 // Only the 0 -> up transition has to pay Reopen's round trip, inside the
 // transaction; the markers themselves cost one EVAL per batch that ends at
 // 0, after the commit. The floor keys are never deleted (one small key per
-// SKU that ever came back from 0). The proof assumes Redis does not lose
-// acknowledged writes (a Redis that restarts empty loses markers and floors
-// together, which is harmless unless a stale writer marks right then; a
-// replica promoted without a write that Reopen made is the same risk).
+// SKU that ever came back from 0). What rule 4 leaves open: a restart that
+// loses a floor raise while a stale writer (rule 3) is between its commit
+// and its marker, two faults at once; its marker would then stand until
+// the SKU's stock next goes to 0 or comes back again.
 
 // SoldOutKey is the marker of a sold-out SKU, under the store's prefix.
 func (s *Store) soldOutKey(sku uuid.UUID) string { return s.key("soldout:", sku.String()) }
@@ -68,22 +74,52 @@ func (s *Store) soldOutKey(sku uuid.UUID) string { return s.key("soldout:", sku.
 // soldOutFloorKey is the lowest version a marker of sku may carry.
 func (s *Store) soldOutFloorKey(sku uuid.UUID) string { return s.key("soldout-floor:", sku.String()) }
 
+// runIDLua is the Lua that sets the local run_id to the server's run id,
+// which changes whenever the server restarts.
+const runIDLua = `local run_id = string.match(redis.call("INFO", "server"), "run_id:(%x+)") or ""
+`
+
 // markScript sets markers: KEYS are pairs (marker, floor), ARGV the
-// versions, one per pair. A marker is written only if its version is at
-// least the floor and above the marker standing. It returns how many it
+// versions, one per pair. A marker is "<version>:<run id>"; it is written
+// only if its version is at least the floor and above that of the marker
+// standing in this incarnation of the server. It returns how many it
 // wrote.
-var markScript = redis.NewScript(`
+var markScript = redis.NewScript(runIDLua + `
 local n = 0
 for i = 1, #ARGV do
 	local v = tonumber(ARGV[i])
 	local floor = tonumber(redis.call("GET", KEYS[2*i]) or "-1")
-	local cur = tonumber(redis.call("GET", KEYS[2*i-1]) or "-1")
+	local cur = -1
+	local m = redis.call("GET", KEYS[2*i-1])
+	if m then
+		local mv, mid = string.match(m, "^(%d+):(%x*)$")
+		if mid == run_id then
+			cur = tonumber(mv)
+		end
+	end
 	if v >= floor and v > cur then
-		redis.call("SET", KEYS[2*i-1], ARGV[i])
+		redis.call("SET", KEYS[2*i-1], ARGV[i] .. ":" .. run_id)
 		n = n + 1
 	end
 end
 return n`)
+
+// soldOutScript reads markers: KEYS are the markers; it returns, for each,
+// its version if it stands and was written in this incarnation of the
+// server, else -1.
+var soldOutScript = redis.NewScript(runIDLua + `
+local out = {}
+for i = 1, #KEYS do
+	out[i] = -1
+	local m = redis.call("GET", KEYS[i])
+	if m then
+		local mv, mid = string.match(m, "^(%d+):(%x*)$")
+		if mv and mid == run_id then
+			out[i] = tonumber(mv)
+		end
+	end
+end
+return out`)
 
 // reopenScript deletes markers and raises floors: KEYS are pairs (marker,
 // floor), ARGV the new floors, one per pair. A floor never goes down.
@@ -141,23 +177,17 @@ func (s *Store) Reopen(ctx context.Context, vs []order.SKUVersion) error {
 	return nil
 }
 
-// SoldOut reports which of skus are marked sold out, in one MGET. A SKU
-// named twice is looked up once.
+// SoldOut reports which of skus are marked sold out, in one round trip
+// (a script that reads the markers and keeps those of this incarnation of
+// the server). A SKU named twice is looked up once.
 func (s *Store) SoldOut(ctx context.Context, skus []uuid.UUID) (map[uuid.UUID]bool, error) {
-	if len(skus) == 0 {
-		return nil, nil
-	}
-	keys := make([]string, len(skus))
-	for i, id := range skus {
-		keys[i] = s.soldOutKey(id)
-	}
-	vals, err := s.rdb.MGet(ctx, keys...).Result()
+	vs, err := s.soldOutVersions(ctx, skus)
 	if err != nil {
 		return nil, fmt.Errorf("%w: redis sold-out markers: %w", order.Errorf(order.EUNAVAILABLE, "the sold-out markers are unavailable"), err)
 	}
 	var out map[uuid.UUID]bool
-	for i, v := range vals {
-		if v == nil {
+	for i, v := range vs {
+		if v < 0 {
 			continue
 		}
 		if out == nil {
@@ -168,21 +198,28 @@ func (s *Store) SoldOut(ctx context.Context, skus []uuid.UUID) (map[uuid.UUID]bo
 	return out, nil
 }
 
+func (s *Store) soldOutVersions(ctx context.Context, skus []uuid.UUID) ([]int64, error) {
+	if len(skus) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(skus))
+	for i, id := range skus {
+		keys[i] = s.soldOutKey(id)
+	}
+	return soldOutScript.Run(ctx, s.rdb, keys).Int64Slice()
+}
+
 // SoldOutVersion returns the version sku is marked sold out at, and false
 // if it is not marked (for tests and operators).
 func (s *Store) SoldOutVersion(ctx context.Context, sku uuid.UUID) (int64, bool, error) {
-	v, err := s.rdb.Get(ctx, s.soldOutKey(sku)).Result()
-	if err == redis.Nil {
-		return 0, false, nil
-	}
+	vs, err := s.soldOutVersions(ctx, []uuid.UUID{sku})
 	if err != nil {
 		return 0, false, fmt.Errorf("redis sold-out marker: %w", err)
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return 0, false, fmt.Errorf("sold-out marker of %s: %w", sku, err)
+	if vs[0] < 0 {
+		return 0, false, nil
 	}
-	return n, true, nil
+	return vs[0], true, nil
 }
 
 // putDecidedScript caches an order the ingress decided itself: KEYS are

@@ -84,6 +84,29 @@ func TestSoldOutMarkers(t *testing.T) {
 	marked(map[uuid.UUID]bool{a: true, b: true})
 }
 
+// TestSoldOutMarkersOfAnotherIncarnation: a marker written before Redis
+// restarted (another run id) is ignored, and the next marker replaces it.
+func TestSoldOutMarkersOfAnotherIncarnation(t *testing.T) {
+	t.Parallel()
+	s, prefix := redistest.New(t)
+	ctx := context.Background()
+	a := uuid.New()
+	// As a restart from an append-only file that lost a Reopen's DEL
+	// leaves it: a marker of the previous server.
+	if err := s.Client().Set(ctx, prefix+"soldout:"+a.String(), "9:0123456789abcdef", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.SoldOut(ctx, []uuid.UUID{a}); err != nil || len(got) != 0 {
+		t.Errorf("SoldOut with a marker of another incarnation = %v, %v; want none", got, err)
+	}
+	if n, err := s.MarkSoldOut(ctx, []order.SKUVersion{{SKU: a, Version: 3}}); err != nil || n != 1 {
+		t.Errorf("MarkSoldOut over it = %d, %v", n, err)
+	}
+	if v, ok, err := s.SoldOutVersion(ctx, a); err != nil || !ok || v != 3 {
+		t.Errorf("marker %d, %v, %v; want 3", v, ok, err)
+	}
+}
+
 func TestPutDecided(t *testing.T) {
 	t.Parallel()
 	s, _ := redistest.New(t)

@@ -16,16 +16,22 @@ import (
 func (e *env) waitMarker(sku uuid.UUID, marked bool, timeout time.Duration) {
 	e.t.Helper()
 	deadline := time.Now().Add(timeout)
+	row := func() (version, stock int64) {
+		if err := e.db.QueryRow(`SELECT version, stock FROM skus WHERE id = $1`, sku).Scan(&version, &stock); err != nil {
+			e.t.Fatal(err)
+		}
+		return version, stock
+	}
 	for {
+		before, _ := row()
 		v, ok, err := e.rs.SoldOutVersion(context.Background(), sku)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		var version, stock int64
-		if err := e.db.QueryRow(`SELECT version, stock FROM skus WHERE id = $1`, sku).Scan(&version, &stock); err != nil {
-			e.t.Fatal(err)
-		}
-		if ok && stock != 0 {
+		version, stock := row()
+		// The row did not change around the read of the marker: what the
+		// marker says must hold of it.
+		if ok && stock != 0 && before == version {
 			e.t.Fatalf("SKU %s is marked sold out at version %d while its stock is %d", sku, v, stock)
 		}
 		if ok == marked && (!ok || v == version) {
