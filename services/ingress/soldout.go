@@ -27,11 +27,11 @@ import (
 // moment the marker was read: an order needs every line, and a line of a
 // SKU at stock 0 cannot be served.
 //
-// Cost: one MGET of the lines' markers per checkout (what every checkout
-// pays, accepted or not), then for a rejected order one Redis script (its
-// state, user index and idempotency record, as PutPending does for a
-// pending one) and one publish through the same batching publisher: the
-// same as an accepted order. The 202 says "pending", as the OpenAPI schema
+// Cost: one read of the lines' markers per checkout, one round trip (what
+// every checkout pays, accepted or not), then for a rejected order one
+// Redis script (its state, user index and idempotency record, as
+// PutPending does for a pending one) and one publish through the same
+// batching publisher: the same as an accepted order. The 202 says "pending", as the OpenAPI schema
 // and SPEC 3.2 require of every 202; the status is rejected from the first
 // GET on.
 
