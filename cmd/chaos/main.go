@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -332,7 +333,12 @@ func runChaos(o options) int {
 	defer db.Close()
 	e.db = db
 
-	// The processes.
+	// The processes, on the ports asked for unless something else holds
+	// one: then on a free one.
+	o.httpPort, o.natsPort = freePort(o.httpPort), freePort(o.natsPort)
+	if m := freePort(o.metricsPort); m != o.metricsPort || !portFree(o.metricsPort+1) {
+		o.metricsPort = freePairBase()
+	}
 	natsConf := filepath.Join(o.outDir, "nats.conf")
 	conf := fmt.Sprintf("server_name: chaos\nlisten: 127.0.0.1:%d\nmax_payload: 8MB\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", o.natsPort, natsDir)
 	if err := os.WriteFile(natsConf, []byte(conf), 0o644); err != nil {
@@ -757,4 +763,45 @@ func deref(p *int) any {
 		return nil
 	}
 	return *p
+}
+
+// portFree reports whether 127.0.0.1:port can be listened on.
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// freePort returns port if it is free, else one the kernel picks.
+func freePort(port int) int {
+	if portFree(port) {
+		return port
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return port
+	}
+	defer l.Close()
+	p := l.Addr().(*net.TCPAddr).Port
+	logf("port %d is taken; using %d", port, p)
+	return p
+}
+
+// freePairBase returns a port p such that p and p+1 are free.
+func freePairBase() int {
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			break
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if portFree(p + 1) {
+			return p
+		}
+	}
+	return 19291
 }
