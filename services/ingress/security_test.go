@@ -77,12 +77,17 @@ func TestObjectLevelAuthorization(t *testing.T) {
 		t.Errorf("checkout with another user's address: %+v, want a field error on address_id", p)
 	}
 	// Bob's list does not show Alice's orders.
+	// (The page's key is "items": decoding "orders" saw nothing, always.)
 	var list struct {
-		Orders []order.Order `json:"orders"`
+		Items []order.Order `json:"items"`
 	}
 	e.mustDo(t, "GET", "/v1/orders", bob.Token, nil, http.StatusOK, &list)
-	if len(list.Orders) != 0 {
-		t.Errorf("bob's order list holds %d orders of someone else", len(list.Orders))
+	if len(list.Items) != 0 {
+		t.Errorf("bob's order list holds %d orders of someone else", len(list.Items))
+	}
+	e.mustDo(t, "GET", "/v1/orders", alice.Token, nil, http.StatusOK, &list)
+	if len(list.Items) != 2 {
+		t.Errorf("alice's order list holds %d orders, want her 2: the check above would see nothing", len(list.Items))
 	}
 	e.assertUnchanged(t, before)
 	if got := e.commandCount(t); got != cmds {
