@@ -251,3 +251,43 @@ func TestClaimIdempotencyConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestDropPendingKeepsDecision: a checkout whose publish timed out drops
+// its pending order, but JetStream may have stored the command and a worker
+// decided it meanwhile. The drop must leave that decision cached: had it
+// deleted it, the buyer's retry with the same Idempotency-Key would cache
+// pending again (PutPending writes only where nothing is cached) and
+// republish a command that JetStream drops as a duplicate, so that no
+// worker would ever cache the decision again, and every reader of the
+// cache would see pending for a day (found by make chaos).
+func TestDropPendingKeepsDecision(t *testing.T) {
+	t.Parallel()
+	s, _ := redistest.New(t)
+	ctx := context.Background()
+	o := pendingOrder("u1", time.Now())
+	if wrote, err := s.PutPending(ctx, o, nil, 3); err != nil || !wrote {
+		t.Fatalf("PutPending: %v, %v", wrote, err)
+	}
+	decided := *o
+	decided.Status = order.StatusConfirmed
+	if err := s.PutOrders(ctx, &decided); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DropPending(ctx, o, 3); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.OrderStatus(ctx, o.ID)
+	if err != nil {
+		t.Fatalf("the decision is gone after the drop: %v", err)
+	}
+	if got.Status != order.StatusConfirmed {
+		t.Errorf("cached status %s after the drop, want confirmed", got.Status)
+	}
+	// The buyer's retry: nothing overwrites the decision.
+	if wrote, err := s.PutPending(ctx, o, nil, 3); err != nil || wrote {
+		t.Errorf("PutPending after the drop: %v, %v; want false", wrote, err)
+	}
+	if got, _ := s.OrderStatus(ctx, o.ID); got.Status != order.StatusConfirmed {
+		t.Errorf("cached status %s after the retry, want confirmed", got.Status)
+	}
+}

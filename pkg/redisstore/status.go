@@ -189,21 +189,38 @@ func (s *Store) PutPending(ctx context.Context, o *order.Order, idem *order.Idem
 	return wrote == 1, nil
 }
 
+// dropPendingScript is DropPending: KEYS are the order's state, its
+// ticket, its user's index of recent orders and its partition's done
+// counter ("" for none); ARGV the order id. It does nothing unless the
+// cached state is still pending: a failed publish may have reached
+// JetStream all the same, and a worker's decision, once cached, must stay.
+var dropPendingScript = redis.NewScript(`
+local v = redis.call("GET", KEYS[1])
+if v and cjson.decode(v)["status"] ~= "pending" then
+	return 0
+end
+redis.call("DEL", KEYS[1], KEYS[2])
+redis.call("ZREM", KEYS[3], ARGV[1])
+if KEYS[4] ~= "" then
+	redis.call("INCRBY", KEYS[4], 1)
+end
+return 1`)
+
 // DropPending undoes PutPending's cached state, index entry and ticket for
 // an order whose command was not accepted (its place in line counts as
 // served, so the orders behind it move up). It keeps the idempotency
 // record, so that a retry with the same key reuses the same order number
-// and command.
+// and command. It leaves an order that a worker has decided meanwhile as it
+// is: the publish that failed at the ingress may have been stored, and a
+// retry's republish of it is then dropped as a duplicate, so nothing would
+// cache the decision again.
 func (s *Store) DropPending(ctx context.Context, o *order.Order, queue int) error {
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.orderKey(o.ID), s.ticketKey(o.ID))
-		p.ZRem(ctx, s.userOrdersKey(o.UserID), o.ID.String())
-		if queue != NoQueue {
-			p.IncrBy(ctx, s.queueDoneKey(queue), 1)
-		}
-		return nil
-	})
-	if err != nil {
+	done := ""
+	if queue != NoQueue {
+		done = s.queueDoneKey(queue)
+	}
+	keys := []string{s.orderKey(o.ID), s.ticketKey(o.ID), s.userOrdersKey(o.UserID), done}
+	if err := s.evalPiped(ctx, dropPendingScript, keys, o.ID.String()).Err(); err != nil {
 		return statusUnavailable("drop pending order", err)
 	}
 	return nil
