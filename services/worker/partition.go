@@ -252,6 +252,23 @@ func (l *partitionLoop) apply(stop, ctx context.Context, items []*item) {
 		case act == actSplit && len(items[0].cmds) > 1:
 			l.applyEach(stop, ctx, items[0])
 			return
+		case act == actNak && !holdable(err) && ctx.Err() == nil && len(items) > 1:
+			// An unknown failure: one message may be its cause. Alone, the
+			// others go through, and only a failing one is redelivered and,
+			// after MaxDeliver, dead-lettered: Nak'ed together, they would
+			// come back together and share its fate.
+			l.log.Warn("batch failed; applying its messages one by one", "err", err, "messages", len(items))
+			for _, it := range items {
+				l.apply(stop, ctx, []*item{it})
+			}
+			return
+		case act == actNak && !holdable(err) && ctx.Err() == nil && len(items[0].cmds) > 1 &&
+			items[0].delivered >= uint64(l.w.cfg.MaxDeliver):
+			// A message of many buyers' commands (group commit) at its last
+			// delivery: apply them one by one, and dead-letter only those
+			// that still fail.
+			l.applyEach(stop, ctx, items[0])
+			return
 		}
 		l.settle(items, err)
 		return
@@ -347,6 +364,16 @@ func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
 			}
 		case actTerm, actSplit:
 			l.log.Error("command dropped", "reason", err, "command", c.ID, "subject", it.msg.Subject())
+			l.w.m.messages.WithLabelValues("drop_command").Inc()
+			l.deadCommand(it, c, err)
+		case actNak:
+			if holdable(err) || ctx.Err() != nil || it.delivered < uint64(l.w.cfg.MaxDeliver) {
+				l.settle([]*item{it}, err)
+				return
+			}
+			// Its last delivery, and it alone fails: its dead letter, not
+			// its message's (the others' commands are applied).
+			l.log.Error("command failed at its message's last delivery: it becomes a dead letter", "err", err, "command", c.ID, "subject", it.msg.Subject())
 			l.w.m.messages.WithLabelValues("drop_command").Inc()
 			l.deadCommand(it, c, err)
 		default:
