@@ -66,18 +66,31 @@ metrics() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" 2>/dev/null || true;
 # metric_sum NAME: the sum of a metric's samples.
 metric_sum() { metrics | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d", s }'; }
 rss_kb() { awk "/^$1:/ {print \$2}" "/proc/$pid/status" 2>/dev/null || echo 0; }
+# cpu_ticks: orderd's user + system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0; }
+HZ=$(getconf CLK_TCK)
 
 # phase NAME ARGS...: one flashbench hot-sku run; its JSON line, with the
 # phase name, orderd's RSS and the load average, goes to $results.
 phase() {
-  local name=$1 rc=0 line
+  local name=$1 rc=0 line cpu0
   shift
+  cpu0=$(cpu_ticks)
   log "phase $name: flashbench hot-sku $*; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+  # orderd's CPU is counted from the end of flashbench's setup (its
+  # "setup done" line on stderr: buyers' addresses are not the load).
+  local cpufile="$BENCH_DIR/overload-$stamp-$name.cpu0" fblog="$BENCH_DIR/overload-$stamp-$name.stderr"
+  rm -f "$cpufile"
   line=$(bin/flashbench hot-sku --url "http://127.0.0.1:$HTTP_PORT" --jwt-secret "$JWT_SECRET" \
-    --database-url "$DATABASE_URL" --nats-url "nats://127.0.0.1:$NATS_PORT" --json-only "$@") || rc=$?
+    --database-url "$DATABASE_URL" --nats-url "nats://127.0.0.1:$NATS_PORT" "$@" \
+    2> >(while IFS= read -r l; do [[ "$l" == *"setup done"* ]] && cpu_ticks >"$cpufile"; echo "$l" >>"$fblog"; done)) || rc=$?
+  sleep 0.5
+  [[ -s "$cpufile" ]] && cpu0=$(cat "$cpufile")
   if [[ -z "$line" ]]; then log "phase $name: flashbench printed nothing (exit $rc)"; exit 1; fi
   line=$(jq -c --arg phase "$name" --argjson rc "$rc" --argjson rss "$(rss_kb VmRSS)" --argjson load "$(cut -d' ' -f1 /proc/loadavg)" \
-    '{phase: $phase} + . + {flashbench_exit: $rc, orderd_rss_mb: (($rss / 1024 * 10 | round) / 10), load1_after: $load}' <<<"$line")
+    --argjson cpu "$(( $(cpu_ticks) - cpu0 ))" --argjson hz "$HZ" \
+    '{phase: $phase} + . + {flashbench_exit: $rc, orderd_rss_mb: (($rss / 1024 * 10 | round) / 10), load1_after: $load,
+      orderd_cpu_s: ($cpu / $hz), orderd_cpu_ms_per_accepted: (if .accepted > 0 then ($cpu / $hz * 1000 / .accepted * 100 | round) / 100 else null end)}' <<<"$line")
   echo "$line" >>"$results"
   # drained: every partition's pending commands, acks and the outbox at 0
   # (the workers publish their gauges every few seconds: wait for them).
@@ -113,7 +126,7 @@ stop_server
 {
   echo "overload $stamp: orderd serve (defaults: NATS_SYNC=always, MAX_INFLIGHT_CHECKOUTS=4096), $(nproc) cores shared; load avg now $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "capacity $CAPACITY decided/s; high phase ${high_rate}/s for ${HIGH_S}s; low phase ${low_rate}/s for ${LOW_S}s"
-  jq -r 'select(.scenario) | "\(.phase): arrivals/s \(.rate) sent \(.sent) late \(.late) accepted \(.accepted) accepted/s \(.accept_per_s) decided/s \(.decided_per_s) | accept p50/p99 \(.accept_p50_ms)/\(.accept_p99_ms) ms (per buyer, retries included) | decide p50/p99 \(.decide_p50_ms)/\(.decide_p99_ms) ms | drain \((.duration_s - .load_s) * 10 | round / 10) s | attempts \(.shed.checkout_attempts): 202 \(.shed.answers_202) (p50/p99 \(.shed.attempt_202_p50_ms)/\(.shed.attempt_202_p99_ms) ms), 429 \(.shed.answers_429), 503 \(.shed.answers_503), shed share \(.shed.shed_share), shed p50/p99/max \(.shed.shed_p50_ms)/\(.shed.shed_p99_ms)/\(.shed.shed_max_ms) ms, other \(.shed.other_answers) | lost \(.lost) oversold \(.oversold) errors \(.errors) | checks \([.checks[] | select(startswith("FAILED"))] | if length == 0 then "ok" else "FAILED" end) | orderd RSS \(.orderd_rss_mb) MB, load1 \(.load1_after)"' "$results"
+  jq -r 'select(.scenario) | "\(.phase): arrivals/s \(.rate) sent \(.sent) late \(.late) accepted \(.accepted) accepted/s \(.accept_per_s) decided/s \(.decided_per_s) | accept p50/p99 \(.accept_p50_ms)/\(.accept_p99_ms) ms (per buyer, retries included) | decide p50/p99 \(.decide_p50_ms)/\(.decide_p99_ms) ms | drain \((.duration_s - .load_s) * 10 | round / 10) s | attempts \(.shed.checkout_attempts): 202 \(.shed.answers_202) (p50/p99 \(.shed.attempt_202_p50_ms)/\(.shed.attempt_202_p99_ms) ms), 429 \(.shed.answers_429), 503 \(.shed.answers_503), shed share \(.shed.shed_share), shed p50/p99/max \(.shed.shed_p50_ms)/\(.shed.shed_p99_ms)/\(.shed.shed_max_ms) ms, other \(.shed.other_answers) | lost \(.lost) oversold \(.oversold) errors \(.errors) | checks \([.checks[] | select(startswith("FAILED"))] | if length == 0 then "ok" else "FAILED" end) | orderd CPU \(.orderd_cpu_s) s = \(.orderd_cpu_ms_per_accepted) ms per accepted order, RSS \(.orderd_rss_mb) MB, load1 \(.load1_after)"' "$results"
   jq -r 'select(.phase | endswith("-drained")) | "\(.phase): partition pending \(.partition_pending), ack pending \(.ack_pending), outbox \(.outbox_pending)"' "$results"
   echo "orderd peak RSS (VmHWM): $((hwm_kb / 1024)) MB"
   echo "refused by the ingress (orderd_checkout_refused_total):"
