@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -18,11 +20,27 @@ import (
 // users costs at most this many entries (about 100 bytes each).
 const maxLimitedUsers = 100_000
 
+// The decision backlog guard (see backlog below). Variables for the tests.
+var (
+	// decideTarget: an order this process accepted that is still pending
+	// after it is overdue: the partitions are behind.
+	decideTarget = 2 * time.Second
+	// overdueToShed: with this many overdue orders, new checkouts are shed.
+	overdueToShed int64 = 16
+	// decideGiveUp: how long an accepted order is watched at most (a
+	// decision the hub never heard of must not shed for ever).
+	decideGiveUp = 30 * time.Second
+	// maxWatched bounds the orders watched at once (a goroutine each);
+	// beyond it, new checkouts are shed too.
+	maxWatched int64 = 100_000
+)
+
 // limits guards a write route: a global cap on requests in flight (503
-// beyond it), then, once the caller is known, a token bucket and a cap on
-// requests in flight per user (429 beyond them). Every refusal is answered
-// before the handler runs, so a refused request reads no store, holds no
-// stock and publishes nothing.
+// beyond it), a cap on the decision backlog (503 while the orders this
+// process accepted wait too long for their decision), then, once the caller
+// is known, a token bucket and a cap on requests in flight per user (429
+// beyond them). Every refusal is answered before the handler runs, so a
+// refused request reads no store, holds no stock and publishes nothing.
 type limits struct {
 	maxInflight  int64 // of all users; 0: no cap
 	inflight     atomic.Int64
@@ -34,7 +52,112 @@ type limits struct {
 	mu    sync.Mutex
 	users map[string]*userLimit
 
+	backlog backlog
+
 	refused *prometheus.CounterVec
+}
+
+// backlog watches the orders this process accepted until they are decided.
+// The in-flight cap bounds the checkouts being accepted, not the commands
+// waiting in the partitions: accepting (a JetStream write) is cheaper than
+// deciding, and under overload the partitions' CPU goes to the flood of
+// requests, so without this guard the command stream grows without bound
+// and decisions come minutes late (measured: 111 s at the median at twice
+// the capacity). Like CoDel it sheds on the queueing delay itself: while
+// overdueToShed orders have waited longer than decideTarget, new checkouts
+// are answered 503 at once. Each ingress process sees the delay of the
+// partitions it feeds, so processes need not coordinate.
+type backlog struct {
+	target, giveUp     time.Duration // decideTarget, decideGiveUp
+	toShed, maxWatched int64         // overdueToShed, maxWatched
+
+	watched atomic.Int64 // orders watched
+	overdue atomic.Int64 // of them, pending for longer than target
+}
+
+// full reports whether new checkouts must wait for the backlog to drain.
+func (b *backlog) full() bool {
+	return b.overdue.Load() >= b.toShed || b.watched.Load() >= b.maxWatched
+}
+
+// watch follows order id, just accepted, until it is decided, it has been
+// watched b.giveUp, or the waiter shuts down.
+func (b *backlog) watch(w Waiter, id uuid.UUID) {
+	changes, stop := w.Wait(id) // before Recent: no decision falls in between
+	b.watched.Add(1)
+	go func() {
+		defer b.watched.Add(-1)
+		defer stop()
+		if o := w.Recent(id); o != nil && o.Status != order.StatusPending {
+			return
+		}
+		late := time.NewTimer(b.target)
+		defer late.Stop()
+		giveUp := time.NewTimer(b.giveUp)
+		defer giveUp.Stop()
+		overdue := false
+		defer func() {
+			if overdue {
+				b.overdue.Add(-1)
+			}
+		}()
+		for {
+			select {
+			case o, ok := <-changes:
+				if !ok || o.Status != order.StatusPending {
+					return
+				}
+			case <-late.C:
+				overdue = true
+				b.overdue.Add(1)
+			case <-giveUp.C:
+				return
+			}
+		}
+	}()
+}
+
+// acceptRecorder passes a checkout's response through and keeps the body of
+// a 202 (a small JSON object), for the order id.
+type acceptRecorder struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (a *acceptRecorder) WriteHeader(code int) {
+	if a.status == 0 {
+		a.status = code
+	}
+	a.ResponseWriter.WriteHeader(code)
+}
+
+func (a *acceptRecorder) Write(p []byte) (int, error) {
+	if a.status == 0 {
+		a.status = http.StatusOK
+	}
+	if a.status == http.StatusAccepted && a.body.Len()+len(p) <= 4<<10 {
+		a.body.Write(p)
+	}
+	return a.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (a *acceptRecorder) Unwrap() http.ResponseWriter { return a.ResponseWriter }
+
+// acceptedID returns the order id of a first acceptance (not an idempotent
+// replay), or false.
+func (a *acceptRecorder) acceptedID() (uuid.UUID, bool) {
+	if a.status != http.StatusAccepted || a.Header().Get("Idempotent-Replayed") != "" {
+		return uuid.Nil, false
+	}
+	var acc struct {
+		OrderID uuid.UUID `json:"order_id"`
+	}
+	if err := json.Unmarshal(a.body.Bytes(), &acc); err != nil || acc.OrderID == uuid.Nil {
+		return uuid.Nil, false
+	}
+	return acc.OrderID, true
 }
 
 // userLimit is one user's token bucket and requests in flight. Guarded by
@@ -53,15 +176,20 @@ func newLimits(cfg Config, reg *prometheus.Registry) *limits {
 		userInflight: max(cfg.CheckoutInflight, 0),
 		maxUsers:     maxLimitedUsers,
 		users:        make(map[string]*userLimit),
+		backlog:      backlog{target: decideTarget, giveUp: decideGiveUp, toShed: overdueToShed, maxWatched: maxWatched},
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderd_checkout_refused_total",
-			Help: "Checkouts refused before they ran, by reason: rate (429), user_inflight (429), overload (503).",
+			Help: "Checkouts refused before they ran, by reason: rate (429), user_inflight (429), overload (503), backlog (503).",
 		}, []string{"reason"}),
 	}
 	if l.userRate > 0 && l.userBurst <= 0 {
 		l.userBurst = max(1, int(math.Ceil(float64(l.userRate))))
 	}
 	reg.MustRegister(l.refused)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "orderd_checkout_backlog_overdue",
+		Help: "Orders this process accepted that have waited longer than the decision target (2 s) and are still pending; from 16 on, checkouts are shed.",
+	}, func() float64 { return float64(l.backlog.overdue.Load()) }))
 	return l
 }
 
@@ -77,7 +205,15 @@ func (s *Server) checkoutLimits(h handlerFunc) handlerFunc {
 			return err
 		}
 		defer release()
-		return h(w, r)
+		if s.Waiter == nil {
+			return h(w, r)
+		}
+		rec := &acceptRecorder{ResponseWriter: w}
+		err = h(rec, r)
+		if id, ok := rec.acceptedID(); ok {
+			l.backlog.watch(s.Waiter, id)
+		}
+		return err
 	})
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if l.maxInflight > 0 {
@@ -89,12 +225,21 @@ func (s *Server) checkoutLimits(h handlerFunc) handlerFunc {
 			}
 			defer l.inflight.Add(-1)
 		}
+		if l.backlog.full() {
+			l.refused.WithLabelValues("backlog").Inc()
+			s.shed(w, r)
+			return nil
+		}
 		return perUser(w, r)
 	}
 }
 
 // shed answers 503 with Retry-After, like writeError but without its log
-// line: under overload, logging every shed request would only add load.
+// line: under overload, logging every shed request would only add load. It
+// closes the connection: a shed client comes back only after Retry-After,
+// and tens of thousands of them idling on keep-alive connections held
+// about a gigabyte of the ingress's memory (measured at twice the
+// capacity; some 17 KB a connection).
 func (s *Server) shed(w http.ResponseWriter, r *http.Request) {
 	st := statusOf[order.EUNAVAILABLE]
 	p := problem{
@@ -107,6 +252,7 @@ func (s *Server) shed(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Retry-After", "1")
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Connection", "close")
 	w.WriteHeader(p.Status)
 	_ = json.NewEncoder(w).Encode(p) // the client may be gone: nothing to do
 }
