@@ -31,8 +31,11 @@
 # (also in $BENCH_DIR/overload-<time>.txt). Exit 1 if a check failed.
 #
 # Environment: CAPACITY, CAP_N (20000), HIGH_S (60), LOW_S (30),
-# FB_C (generator's attempts in flight at most, 100000: above the
-# server's cap, so that the server, not the generator, limits),
+# FB_C (generator's attempts in flight at most, 10000: above the
+# server's cap of 4096, so that the server, not the generator, limits; it
+# is also the concurrency of flashbench's setup, and with 100000 the
+# connections of the setup alone exhausted orderd's 20000 file
+# descriptors, which the embedded NATS server shares),
 # FB_WAITERS (2048), and bench-lib.sh's BENCH_DIR, PG_URL, REDIS_URL,
 # ports (here 18180, 14322, 19190 by default), JWT_SECRET, KEEP.
 set -euo pipefail
@@ -45,7 +48,7 @@ CAPACITY="${CAPACITY:-}"
 CAP_N="${CAP_N:-20000}"
 HIGH_S="${HIGH_S:-60}"
 LOW_S="${LOW_S:-30}"
-FB_C="${FB_C:-100000}"
+FB_C="${FB_C:-10000}"
 FB_WAITERS="${FB_WAITERS:-2048}"
 
 log() { echo "overload: $*" >&2; }
