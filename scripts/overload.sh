@@ -37,12 +37,12 @@
 # connections of the setup alone exhausted orderd's 20000 file
 # descriptors, which the embedded NATS server shares),
 # FB_WAITERS (2048), and bench-lib.sh's BENCH_DIR, PG_URL, REDIS_URL,
-# ports (here 18180, 14322, 19190 by default), JWT_SECRET, KEEP.
+# ports (here 18480, 14622, 19490 by default), JWT_SECRET, KEEP.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 # Ports of their own, so that a make bench beside it does not collide.
-export BENCH_HTTP_PORT="${BENCH_HTTP_PORT:-18180}" BENCH_NATS_PORT="${BENCH_NATS_PORT:-14322}" BENCH_METRICS_PORT="${BENCH_METRICS_PORT:-19190}"
+export BENCH_HTTP_PORT="${BENCH_HTTP_PORT:-18480}" BENCH_NATS_PORT="${BENCH_NATS_PORT:-14622}" BENCH_METRICS_PORT="${BENCH_METRICS_PORT:-19490}"
 . scripts/bench-lib.sh
 CAPACITY="${CAPACITY:-}"
 CAP_N="${CAP_N:-20000}"
