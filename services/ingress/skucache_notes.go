@@ -13,9 +13,11 @@ type SKUNotifier interface {
 	SKUChanged(id uuid.UUID) error
 }
 
-// noteSKU sends the SKU note of an admin change that has committed. A note
-// that cannot be sent is logged: the other processes then see the change
-// within the SKU cache's TTL.
+// noteSKU sends the SKU note of an admin change that has committed (pause,
+// resume, PATCH). A note that cannot be sent is logged: the other
+// processes then see the change within the SKU cache's TTL. A restock sends
+// none: what it changes, the stock, is not what the checkout reads from the
+// cache (the partition decides against the stock in PostgreSQL).
 func (s *Server) noteSKU(ctx context.Context, id uuid.UUID) {
 	if s.SKUNotes == nil {
 		return
