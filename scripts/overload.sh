@@ -31,11 +31,12 @@
 # (also in $BENCH_DIR/overload-<time>.txt). Exit 1 if a check failed.
 #
 # Environment: CAPACITY, CAP_N (20000), HIGH_S (60), LOW_S (30),
-# FB_C (generator's attempts in flight at most, 10000: above the
-# server's cap of 4096, so that the server, not the generator, limits; it
-# is also the concurrency of flashbench's setup, and with 100000 the
-# connections of the setup alone exhausted orderd's 20000 file
-# descriptors, which the embedded NATS server shares),
+# FB_C (generator's buyers in flight at most, 50000: a shed buyer holds
+# its slot while it waits for Retry-After, so it must be far above the
+# server's cap of 4096 for the arrivals to stay on schedule; flashbench
+# sets up at most 1024 buyers at once whatever FB_C: with 100000 the
+# setup's connections exhausted orderd's 20000 file descriptors, which the
+# embedded NATS server shares),
 # FB_WAITERS (2048), and bench-lib.sh's BENCH_DIR, PG_URL, REDIS_URL,
 # ports (here 18480, 14622, 19490 by default), JWT_SECRET, KEEP.
 set -euo pipefail
@@ -48,7 +49,7 @@ CAPACITY="${CAPACITY:-}"
 CAP_N="${CAP_N:-20000}"
 HIGH_S="${HIGH_S:-60}"
 LOW_S="${LOW_S:-30}"
-FB_C="${FB_C:-10000}"
+FB_C="${FB_C:-50000}"
 FB_WAITERS="${FB_WAITERS:-2048}"
 
 log() { echo "overload: $*" >&2; }
@@ -73,6 +74,23 @@ rss_kb() { awk "/^$1:/ {print \$2}" "/proc/$pid/status" 2>/dev/null || echo 0; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
 
+# server_q BEFORE AFTER STATUS Q: from two scrapes of /metrics, the upper
+# bound (le, seconds) of the latency histogram bucket holding quantile Q of
+# the POST /v1/orders answers of STATUS in between, as orderd measured them
+# (from the handler's start: no connection set-up, no generator).
+server_q() {
+  awk -v st="$3" -v q="$4" '
+    index($0, "orderd_http_request_duration_seconds_bucket{") == 1 && index($0, "route=\"POST /v1/orders\"") && index($0, "status=\"" st "\"") {
+      match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+      if (FILENAME == ARGV[1]) before[le] = $NF; else { after[le] = $NF; order[++n] = le }
+    }
+    END {
+      total = after["+Inf"] - before["+Inf"]
+      if (total <= 0) { print "null"; exit }
+      for (i = 1; i <= n; i++) { le = order[i]; if (after[le] - before[le] >= q * total) { print (le == "+Inf" ? "\"+Inf\"" : le); exit } }
+    }' "$1" "$2"
+}
+
 # phase NAME ARGS...: one flashbench hot-sku run; its JSON line, with the
 # phase name, orderd's RSS and the load average, goes to $results.
 phase() {
@@ -83,16 +101,22 @@ phase() {
   # orderd's CPU is counted from the end of flashbench's setup (its
   # "setup done" line on stderr: buyers' addresses are not the load).
   local cpufile="$BENCH_DIR/overload-$stamp-$name.cpu0" fblog="$BENCH_DIR/overload-$stamp-$name.stderr"
+  local m0="$BENCH_DIR/overload-$stamp-$name.metrics0" m1="$BENCH_DIR/overload-$stamp-$name.metrics1"
   rm -f "$cpufile"
+  metrics >"$m0"
   line=$(bin/flashbench hot-sku --url "http://127.0.0.1:$HTTP_PORT" --jwt-secret "$JWT_SECRET" \
     --database-url "$DATABASE_URL" --nats-url "nats://127.0.0.1:$NATS_PORT" "$@" \
     2> >(while IFS= read -r l; do [[ "$l" == *"setup done"* ]] && cpu_ticks >"$cpufile"; echo "$l" >>"$fblog"; done)) || rc=$?
   sleep 0.5
   [[ -s "$cpufile" ]] && cpu0=$(cat "$cpufile")
+  metrics >"$m1"
   if [[ -z "$line" ]]; then log "phase $name: flashbench printed nothing (exit $rc)"; exit 1; fi
   line=$(jq -c --arg phase "$name" --argjson rc "$rc" --argjson rss "$(rss_kb VmRSS)" --argjson load "$(cut -d' ' -f1 /proc/loadavg)" \
     --argjson cpu "$(( $(cpu_ticks) - cpu0 ))" --argjson hz "$HZ" \
+    --argjson s503p50 "$(server_q "$m0" "$m1" 503 0.5)" --argjson s503p99 "$(server_q "$m0" "$m1" 503 0.99)" \
+    --argjson s202p50 "$(server_q "$m0" "$m1" 202 0.5)" --argjson s202p99 "$(server_q "$m0" "$m1" 202 0.99)" \
     '{phase: $phase} + . + {flashbench_exit: $rc, orderd_rss_mb: (($rss / 1024 * 10 | round) / 10), load1_after: $load,
+      server_503_p50_le_s: $s503p50, server_503_p99_le_s: $s503p99, server_202_p50_le_s: $s202p50, server_202_p99_le_s: $s202p99,
       orderd_cpu_s: ($cpu / $hz), orderd_cpu_ms_per_accepted: (if .accepted > 0 then ($cpu / $hz * 1000 / .accepted * 100 | round) / 100 else null end)}' <<<"$line")
   echo "$line" >>"$results"
   # drained: every partition's pending commands, acks and the outbox at 0
@@ -129,7 +153,7 @@ stop_server
 {
   echo "overload $stamp: orderd serve (defaults: NATS_SYNC=always, MAX_INFLIGHT_CHECKOUTS=4096), $(nproc) cores shared; load avg now $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "capacity $CAPACITY decided/s; high phase ${high_rate}/s for ${HIGH_S}s; low phase ${low_rate}/s for ${LOW_S}s"
-  jq -r 'select(.scenario) | "\(.phase): arrivals/s \(.rate) sent \(.sent) late \(.late) accepted \(.accepted) accepted/s \(.accept_per_s) decided/s \(.decided_per_s) | accept p50/p99 \(.accept_p50_ms)/\(.accept_p99_ms) ms (per buyer, retries included) | decide p50/p99 \(.decide_p50_ms)/\(.decide_p99_ms) ms | drain \((.duration_s - .load_s) * 10 | round / 10) s | attempts \(.shed.checkout_attempts): 202 \(.shed.answers_202) (p50/p99 \(.shed.attempt_202_p50_ms)/\(.shed.attempt_202_p99_ms) ms), 429 \(.shed.answers_429), 503 \(.shed.answers_503), shed share \(.shed.shed_share), shed p50/p99/max \(.shed.shed_p50_ms)/\(.shed.shed_p99_ms)/\(.shed.shed_max_ms) ms, other \(.shed.other_answers) | lost \(.lost) oversold \(.oversold) errors \(.errors) | checks \([.checks[] | select(startswith("FAILED"))] | if length == 0 then "ok" else "FAILED" end) | orderd CPU \(.orderd_cpu_s) s = \(.orderd_cpu_ms_per_accepted) ms per accepted order, RSS \(.orderd_rss_mb) MB, load1 \(.load1_after)"' "$results"
+  jq -r 'select(.scenario) | "\(.phase): arrivals/s \(.rate) sent \(.sent) late \(.late) accepted \(.accepted) accepted/s \(.accept_per_s) decided/s \(.decided_per_s) | accept p50/p99 \(.accept_p50_ms)/\(.accept_p99_ms) ms (per buyer, retries included) | decide p50/p99 \(.decide_p50_ms)/\(.decide_p99_ms) ms | drain \((.duration_s - .load_s) * 10 | round / 10) s | attempts \(.shed.checkout_attempts): 202 \(.shed.answers_202) (p50/p99 \(.shed.attempt_202_p50_ms)/\(.shed.attempt_202_p99_ms) ms), 429 \(.shed.answers_429), 503 \(.shed.answers_503), shed share \(.shed.shed_share), shed p50/p99/max \(.shed.shed_p50_ms)/\(.shed.shed_p99_ms)/\(.shed.shed_max_ms) ms at the client; in orderd 503 p50/p99 ≤ \(.server_503_p50_le_s)/\(.server_503_p99_le_s) s, 202 p50/p99 ≤ \(.server_202_p50_le_s)/\(.server_202_p99_le_s) s, other \(.shed.other_answers) | lost \(.lost) oversold \(.oversold) errors \(.errors) | checks \([.checks[] | select(startswith("FAILED"))] | if length == 0 then "ok" else "FAILED" end) | orderd CPU \(.orderd_cpu_s) s = \(.orderd_cpu_ms_per_accepted) ms per accepted order, RSS \(.orderd_rss_mb) MB, load1 \(.load1_after)"' "$results"
   jq -r 'select(.phase | endswith("-drained")) | "\(.phase): partition pending \(.partition_pending), ack pending \(.ack_pending), outbox \(.outbox_pending)"' "$results"
   echo "orderd peak RSS (VmHWM): $((hwm_kb / 1024)) MB"
   echo "refused by the ingress (orderd_checkout_refused_total):"

@@ -140,7 +140,9 @@ func (r *runner) setup(ctx context.Context) error {
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	Plan{N: len(r.buyers), Limit: r.cfg.Concurrency}.Run(ctx, time.Now(), func(ctx context.Context, i int, _ time.Time) {
+	// At most setupConcurrency at once: an open-model run's C can be far
+	// larger than a server wants connections (shed.go).
+	Plan{N: len(r.buyers), Limit: min(r.cfg.Concurrency, setupConcurrency)}.Run(ctx, time.Now(), func(ctx context.Context, i int, _ time.Time) {
 		if err := r.setupBuyer(ctx, i); err != nil {
 			mu.Lock()
 			if firstErr == nil {

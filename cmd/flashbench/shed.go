@@ -27,6 +27,12 @@ type shedMeter struct {
 	other    int             // other answers and transport errors
 }
 
+// setupConcurrency bounds the buyers set up at once (their addresses and
+// carts), whatever --concurrency is: an overload run's generator needs tens
+// of thousands of checkouts in flight, and as many setup requests at once
+// exhaust the server's file descriptors before the load starts.
+const setupConcurrency = 1024
+
 // meterShed wraps the client's transport with a shedMeter.
 func meterShed(c *client) *shedMeter {
 	m := &shedMeter{next: c.hc.Transport}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,7 +229,9 @@ func (s *Server) checkoutLimits(h handlerFunc) handlerFunc {
 		}
 		if l.backlog.full() {
 			l.refused.WithLabelValues("backlog").Inc()
-			s.shed(w, r)
+			// The backlog takes seconds to drain: spread the retries over
+			// 2 to 5 s rather than have them all come back in one.
+			s.shedRetry(w, r, 2+rand.IntN(4))
 			return nil
 		}
 		return perUser(w, r)
@@ -240,7 +244,10 @@ func (s *Server) checkoutLimits(h handlerFunc) handlerFunc {
 // and tens of thousands of them idling on keep-alive connections held
 // about a gigabyte of the ingress's memory (measured at twice the
 // capacity; some 17 KB a connection).
-func (s *Server) shed(w http.ResponseWriter, r *http.Request) {
+func (s *Server) shed(w http.ResponseWriter, r *http.Request) { s.shedRetry(w, r, 1) }
+
+// shedRetry is shed with a Retry-After of seconds.
+func (s *Server) shedRetry(w http.ResponseWriter, r *http.Request, seconds int) {
 	st := statusOf[order.EUNAVAILABLE]
 	p := problem{
 		Type:     problemType(order.EUNAVAILABLE),
@@ -249,7 +256,7 @@ func (s *Server) shed(w http.ResponseWriter, r *http.Request) {
 		Detail:   "the service is at capacity, try again shortly",
 		Instance: r.URL.Path,
 	}
-	w.Header().Set("Retry-After", "1")
+	w.Header().Set("Retry-After", strconv.Itoa(seconds))
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Connection", "close")
