@@ -181,6 +181,7 @@ type options struct {
 	faults      string
 	hotStock    int64
 	hotBuyers   int
+	only        string
 }
 
 func main() {
@@ -202,6 +203,7 @@ func main() {
 	flag.DurationVar(&o.stopFor, "stop-for", 15*time.Second, "how long worker-stop keeps a worker stopped")
 	flag.DurationVar(&o.gap, "gap", 3*time.Second, "pause after a fault recovered before the next")
 	flag.BoolVar(&o.keep, "keep", false, "keep the database, the NATS store and the Redis keys")
+	flag.StringVar(&o.only, "scenario", "", "run only this scenario of the profile (hot-sku or cart-mix)")
 	flag.Int64Var(&o.hotStock, "hot-stock", 0, "S of hot-sku (default: the profile's)")
 	flag.IntVar(&o.hotBuyers, "hot-buyers", 0, "N of hot-sku (default: the profile's)")
 	flag.StringVar(&o.faults, "faults", "", "replace the profile's schedule: scenario:fault,... (faults: "+faultNames()+")")
@@ -423,6 +425,15 @@ func runChaos(o options) int {
 		PeakRSSKB: map[string]int64{}, Starts: map[string]int{}}
 	var loadStart time.Time
 	var carried []step
+	if o.only != "" {
+		var keep []scenarioRun
+		for _, sc := range prof.Scenarios {
+			if sc.Name == o.only {
+				keep = append(keep, sc)
+			}
+		}
+		prof.Scenarios = keep
+	}
 	for si, sc := range prof.Scenarios {
 		if ctx.Err() != nil {
 			break
@@ -464,7 +475,7 @@ func runChaos(o options) int {
 			rep.Failures = append(rep.Failures, "re-read the statuses: "+err.Error())
 		} else {
 			rep.Reread = &rr
-			logf("re-read %d orders through a restarted api: %d stale, %d errors", rr.Orders, rr.Stale, rr.Errors)
+			logf("re-read %d orders through a restarted api: %d stale at first, %d still stale after %s, %d errors", rr.Orders, rr.StaleFirst, rr.Stale, rereadSettle, rr.Errors)
 		}
 	}
 	stopSamp()
