@@ -31,12 +31,13 @@
 # (also in $BENCH_DIR/overload-<time>.txt). Exit 1 if a check failed.
 #
 # Environment: CAPACITY, CAP_N (20000), HIGH_S (60), LOW_S (30),
-# FB_C (generator's buyers in flight at most, 50000: a shed buyer holds
-# its slot while it waits for Retry-After, so it must be far above the
-# server's cap of 4096 for the arrivals to stay on schedule; flashbench
-# sets up at most 1024 buyers at once whatever FB_C: with 100000 the
-# setup's connections exhausted orderd's 20000 file descriptors, which the
-# embedded NATS server shares),
+# FB_C (generator's buyers in flight at most, 12000: a shed buyer holds
+# its slot while it waits for Retry-After, so it must be above the
+# server's cap of 4096 for the arrivals to stay on schedule (flashbench
+# reports "late" when it is not), and each may hold a keep-alive
+# connection: orderd has 20000 file descriptors here, shared with its
+# embedded NATS server, and 100000 exhausted them; flashbench sets up at
+# most 1024 buyers at once whatever FB_C),
 # FB_WAITERS (2048), and bench-lib.sh's BENCH_DIR, PG_URL, REDIS_URL,
 # ports (here 18480, 14622, 19490 by default), JWT_SECRET, KEEP.
 set -euo pipefail
@@ -49,7 +50,7 @@ CAPACITY="${CAPACITY:-}"
 CAP_N="${CAP_N:-20000}"
 HIGH_S="${HIGH_S:-60}"
 LOW_S="${LOW_S:-30}"
-FB_C="${FB_C:-50000}"
+FB_C="${FB_C:-12000}"
 FB_WAITERS="${FB_WAITERS:-2048}"
 
 log() { echo "overload: $*" >&2; }

@@ -240,10 +240,12 @@ func (s *Server) checkoutLimits(h handlerFunc) handlerFunc {
 
 // shed answers 503 with Retry-After, like writeError but without its log
 // line: under overload, logging every shed request would only add load. It
-// closes the connection: a shed client comes back only after Retry-After,
-// and tens of thousands of them idling on keep-alive connections held
-// about a gigabyte of the ingress's memory (measured at twice the
-// capacity; some 17 KB a connection).
+// keeps the connection: closing it (tried) makes every retry a new TCP
+// connection, and under a flood the listen queue overflows and connects
+// time out (shed answers took seconds at the client). Idle keep-alive
+// connections cost memory instead (some 17 KB each: a gigabyte for 60,000
+// shed clients waiting to retry); bound them at the listener or the load
+// balancer, and keep file descriptors for the embedded NATS server.
 func (s *Server) shed(w http.ResponseWriter, r *http.Request) { s.shedRetry(w, r, 1) }
 
 // shedRetry is shed with a Retry-After of seconds.
@@ -259,7 +261,6 @@ func (s *Server) shedRetry(w http.ResponseWriter, r *http.Request, seconds int) 
 	w.Header().Set("Retry-After", strconv.Itoa(seconds))
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Connection", "close")
 	w.WriteHeader(p.Status)
 	_ = json.NewEncoder(w).Encode(p) // the client may be gone: nothing to do
 }
