@@ -112,19 +112,20 @@ fuzz: deps ## run every Fuzz* test for FUZZTIME (default 10s) each
 	done; \
 	echo "fuzz: $$found fuzz tests run"
 
-# make bench [S=5000 N=20000 C=256 RUNS=3]: the hot-SKU benchmark (see
+# make bench [S=5000 N=20000 C=256 RUNS=3 SCENARIO=hot-sku]: the flash-sale benchmark (see
 # scripts/bench.sh; about 75 s a run on a 2-core machine); results and
 # medians in BENCH_DIR.
 S ?= 5000
 N ?= 20000
 C ?= 256
 RUNS ?= 3
+SCENARIO ?= hot-sku
 BENCH_DIR ?= /tmp/orderd-bench
 PEER_DIR ?= $(CURDIR)/../shared/peers/django-seed
 
 .PHONY: bench
-bench: deps ## hot-sku against orderd serve (durable defaults) RUNS times on fresh state, medians: make bench S=5000 N=20000 C=256
-	S=$(S) N=$(N) C=$(C) RUNS=$(RUNS) BENCH_DIR=$(BENCH_DIR) bash scripts/bench.sh
+bench: deps ## hot-sku (or SCENARIO=cart-mix|sold-out) against orderd serve (durable defaults) RUNS times on fresh state, medians: make bench S=5000 N=20000 C=256
+	S=$(S) N=$(N) C=$(C) RUNS=$(RUNS) SCENARIO=$(SCENARIO) BENCH_DIR=$(BENCH_DIR) bash scripts/bench.sh
 
 .PHONY: bench-limits
 bench-limits: deps ## the ceilings: bare HTTP, orderd accept path, JetStream durable writes, PostgreSQL batched transaction

@@ -4,10 +4,13 @@
 # each on a fresh database bench_<n>, a fresh NATS store and a fresh
 # REDIS_PREFIX, then the medians.
 #
-#   scripts/bench.sh                      # S=5000 N=20000 C=256, 3 runs (about 75 s each here)
+#   scripts/bench.sh                      # S=5000 N=20000 C=256, 3 runs
+#   S=10000 N=50000 scripts/bench.sh      # the issue's target size
 #   S=1000 N=5000 C=64 RUNS=1 scripts/bench.sh
+#   SCENARIO=cart-mix S=2000 N=10000 RUNS=1 scripts/bench.sh
 #
-# Environment: S, N, C, RUNS; BENCH_DIR (results, default /tmp/orderd-bench);
+# Environment: S, N, C, RUNS; SCENARIO (a flashbench scenario that sells:
+# hot-sku, the default, sold-out or cart-mix); BENCH_DIR (results, default /tmp/orderd-bench);
 # PG_URL (a database on the server where the bench_<n> databases are
 # created; default the test server of scripts/deps.sh); REDIS_URL;
 # BENCH_HTTP_PORT (18080), BENCH_NATS_PORT (14222), BENCH_METRICS_PORT
@@ -24,6 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 S="${S:-5000}"
 N="${N:-20000}"
+SCENARIO="${SCENARIO:-hot-sku}"
 C="${C:-256}"
 RUNS="${RUNS:-3}"
 . scripts/bench-lib.sh
@@ -45,13 +49,13 @@ go build -trimpath -o bin/flashbench ./cmd/flashbench
 
 echo "bench: $(nproc) cores, shared by orderd, PostgreSQL, Redis and the load generator; uptime before:"
 uptime
-echo "bench: hot-sku S=$S N=$N C=$C, $RUNS runs, orderd serve with embedded NATS, NATS_SYNC=always; results in $results"
+echo "bench: $SCENARIO S=$S N=$N C=$C, $RUNS runs, orderd serve with embedded NATS, NATS_SYNC=always; results in $results"
 
 for i in $(seq 1 "$RUNS"); do
   start_orderd "bench_$(date +%s)_$i" "$BENCH_DIR/orderd-$stamp-$i.log"
   log "run $i/$RUNS: database $db, orderd pid $pid; load avg $(cut -d' ' -f1-3 /proc/loadavg)"
   rc=0
-  line=$(bin/flashbench hot-sku --url "http://127.0.0.1:$HTTP_PORT" --jwt-secret "$JWT_SECRET" \
+  line=$(bin/flashbench "$SCENARIO" --url "http://127.0.0.1:$HTTP_PORT" --jwt-secret "$JWT_SECRET" \
     --stock "$S" --buyers "$N" --concurrency "$C" --timeout "$FB_TIMEOUT" \
     --database-url "$DATABASE_URL" --nats-url "nats://127.0.0.1:$NATS_PORT" --json-only) || rc=$?
   rss_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
@@ -69,11 +73,11 @@ done
 
 keys=accept_per_s,decided_per_s,accept_p50_ms,accept_p99_ms,decide_p50_ms,decide_p99_ms,orderd_peak_rss_mb,accepted,confirmed,rejected,lost,errors,oversold,decided_after_timeout,sellout_s,load1_after
 bin/flashbench median --keys "$keys" "$results" >"$BENCH_DIR/bench-median.json"
-jq -c --argjson S "$S" --argjson N "$N" --argjson C "$C" '. + {S: $S, N: $N, C: $C}' "$BENCH_DIR/bench-median.json" >"$BENCH_DIR/bench-median.json.tmp"
+jq -c --argjson S "$S" --argjson N "$N" --argjson C "$C" --arg sc "$SCENARIO" '. + {scenario: $sc, S: $S, N: $N, C: $C}' "$BENCH_DIR/bench-median.json" >"$BENCH_DIR/bench-median.json.tmp"
 mv "$BENCH_DIR/bench-median.json.tmp" "$BENCH_DIR/bench-median.json"
 echo "bench: uptime after:"
 uptime
-echo "bench: medians of $RUNS runs (hot-sku S=$S N=$N C=$C):"
+echo "bench: medians of $RUNS runs ($SCENARIO S=$S N=$N C=$C):"
 jq -r '"  accepted/s        \(.accept_per_s)
   decided/s         \(.decided_per_s)
   accept p50/p99    \(.accept_p50_ms) / \(.accept_p99_ms) ms
