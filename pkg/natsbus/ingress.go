@@ -3,6 +3,7 @@ package natsbus
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -13,6 +14,14 @@ import (
 // ingress decided itself (order.IngressSubject).
 const IngressConsumerName = "ingress-decisions"
 
+// IngressAckWait is the ack wait of the ingress decisions' consumer. The
+// buyer already reads the decision in the status cache; what waits on a
+// record that a killed worker held is only its row in PostgreSQL, so it is
+// redelivered after a second rather than a partition's AckWait. A worker
+// that takes longer to record a batch tells JetStream it is still at work
+// (InProgress), and a record applied twice is skipped the second time.
+const IngressAckWait = time.Second
+
 // IngressConsumerConfig is the durable pull consumer of order.IngressSubject
 // on ORDER_CMDS: the orders the ingress rejected because a SKU was sold out,
 // which a worker records (postgres.DB.RecordRejections). Unlike a
@@ -21,8 +30,8 @@ const IngressConsumerName = "ingress-decisions"
 // writers of one record conflict, and the retry skips it). Its filter is
 // disjoint from every partition's (orders.cmd.<p>), as a work queue
 // requires. MaxDeliver is unlimited: a record is never given up (a poison
-// one is Term'd by the worker, which records it as a dead letter), and
-// redeliveries back off as a partition's do.
+// one is Term'd by the worker, which records it as a dead letter); a Nak
+// chooses its own delay. AckWait is IngressAckWait.
 func IngressConsumerConfig(s ConsumerSettings) jetstream.ConsumerConfig {
 	s = s.withDefaults()
 	return jetstream.ConsumerConfig{
@@ -31,7 +40,7 @@ func IngressConsumerConfig(s ConsumerSettings) jetstream.ConsumerConfig {
 		Description:   "orders the ingress rejected itself (sold out), recorded by any worker",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       s.AckWait,
+		AckWait:       IngressAckWait,
 		MaxDeliver:    -1,
 		FilterSubject: order.IngressSubject,
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,

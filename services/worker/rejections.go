@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -54,7 +55,7 @@ func (w *Worker) recordRejections(ctx context.Context) {
 	var cons jetstream.Consumer
 	for cons == nil {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		c, err := natsbus.EnsureIngressConsumer(cctx, w.d.JS, natsbus.ConsumerSettings{BatchSize: w.cfg.BatchSize, AckWait: w.cfg.AckWait})
+		c, err := natsbus.EnsureIngressConsumer(cctx, w.d.JS, natsbus.ConsumerSettings{BatchSize: w.cfg.BatchSize})
 		cancel()
 		if err == nil {
 			cons = c
@@ -101,6 +102,8 @@ func (w *Worker) recordRejections(ctx context.Context) {
 // recordMessages decodes msgs, Terms the poison ones and records the rest
 // in one transaction.
 func (w *Worker) recordMessages(ctx context.Context, log *slog.Logger, msgs []jetstream.Msg) {
+	stop := inProgress(msgs, natsbus.IngressAckWait/3)
+	defer stop()
 	var items []*item
 	for _, m := range msgs {
 		it := &item{msg: m, delivered: 1}
@@ -162,6 +165,28 @@ func (w *Worker) recordItems(ctx context.Context, log *slog.Logger, items []*ite
 			w.nakRecord(log, it)
 		}
 	}
+}
+
+// inProgress tells JetStream every period that msgs are being worked on,
+// until the returned function is called.
+func inProgress(msgs []jetstream.Msg, period time.Duration) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					m.InProgress()
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
 
 // recordEach records the commands of one message one at a time: those
