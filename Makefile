@@ -2,7 +2,8 @@
 #
 #   make run     start PostgreSQL and Redis if needed (scripts/deps.sh), then
 #                run `orderd serve` with an embedded NATS server on :8080
-#   make test    start PostgreSQL and Redis if needed, then run every test
+#   make test    start PostgreSQL and Redis if needed, then run every test,
+#                then make chaos-ci (the fault schedule, about 3 minutes)
 #
 # `make help` lists the other targets.
 
@@ -62,8 +63,11 @@ run: deps ## run orderd serve (ingress + workers + embedded NATS) on :8080 with 
 	$(GO) run ./cmd/orderd serve
 
 .PHONY: test
-test: deps ## run every test, with the race detector, against the local PostgreSQL and Redis
+test: deps ## run every test, with the race detector, against the local PostgreSQL and Redis; then make chaos-ci
 	$(GO) test -race -count=1 -timeout 15m ./...
+	@# After the Go tests, never beside them: chaos restarts the shared
+	@# PostgreSQL and Redis.
+	$(MAKE) --no-print-directory chaos-ci
 
 .PHONY: lint
 lint: $(VULNDB_DIR)/.version ## gofmt, go vet, staticcheck, govulncheck
