@@ -22,7 +22,7 @@ import (
 //
 // So a checkout that read the marker could not have been sold a unit at
 // that moment: rejecting it is the partition's own decision taken at the
-// instant of the read (the rejection is linearizable there). Three rules
+// instant of the read (the rejection is linearizable there). Four rules
 // keep the claim true:
 //
 //  1. Marking (MarkSoldOut) happens only after the transaction that saw
@@ -68,7 +68,7 @@ import (
 // and its marker, two faults at once; its marker would then stand until
 // the SKU's stock next goes to 0 or comes back again.
 
-// SoldOutKey is the marker of a sold-out SKU, under the store's prefix.
+// soldOutKey is the marker of a sold-out SKU, under the store's prefix.
 func (s *Store) soldOutKey(sku uuid.UUID) string { return s.key("soldout:", sku.String()) }
 
 // soldOutFloorKey is the lowest version a marker of sku may carry.
