@@ -33,6 +33,19 @@ import (
 //
 //	go test -run '^$' -fuzz '^FuzzPathParams$' -fuzztime 3m ./services/ingress/
 //	go test -run '^$' -fuzz '^FuzzOrderQueries$' -fuzztime 3m ./services/ingress/
+//
+// Run on 2026-11-26 (2 shared cores, load average 8 to 15, a Redis of its
+// own through TEST_REDIS_URL: the snapshot scans every key of the prefix's
+// server): FuzzPathParams 2 x 3 min, 14,601 + 9,127 executions;
+// FuzzOrderQueries 2 x 3 min, 11,576 + 6,984 executions. No crash, no 5xx,
+// no change of state. What the first runs taught the fuzzers (not bugs):
+// DELETE /v1/cart/items/{any UUID} is an idempotent 204 that changes
+// nothing; http.ServeMux answers a path that is not clean ("..", "//")
+// with a redirect to its clean form and runs no handler; a problem's
+// "instance" echoes the whole path (up to the 64 KiB header limit) while
+// its detail is truncated; a request context that ends by deadline rather
+// than cancellation is a 500 (net/http only cancels, so only a test sees
+// it).
 
 // fuzzEnv is what both fuzzers need: an orderEnv with every optional route
 // wired, an owner (alice) of an address, a pending and a confirmed order,
