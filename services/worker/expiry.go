@@ -60,7 +60,8 @@ func (l *partitionLoop) expire(ctx context.Context) {
 			l.log.Info("order expired", "order", o.ID, "hold_until", o.HoldUntil)
 		}
 		if err := l.w.cache(ctx, l.p, res); err != nil {
-			l.log.Warn("status cache update after expiry failed; the events still carry it", "err", err)
+			l.log.Warn("status cache update after expiry failed; retrying in the background", "err", err)
+			l.w.cacheLater(ctx, l.p, res)
 		}
 		if len(res.Orders) < expiryBatch {
 			return

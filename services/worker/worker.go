@@ -226,6 +226,33 @@ func (w *Worker) cache(ctx context.Context, p int, res *postgres.BatchResult) er
 	return nil
 }
 
+// cacheLater caches, in the background, decisions whose status cache
+// update failed and that no redelivery will cache again: the reservation
+// sweeper's rejections and the expiry sweep's expirations are committed
+// outside any command message. Without it the cache would keep the order's
+// earlier status (pending, or confirmed) for StatusTTL, and every reader
+// not woken by the event would see it (found by make chaos: a sweep during
+// a Redis restart). Their statuses are final, so a late write cannot hide
+// a newer one.
+func (w *Worker) cacheLater(ctx context.Context, p int, res *postgres.BatchResult) {
+	go retryUntil(ctx, 500*time.Millisecond, 10*time.Second, func() error { return w.cache(ctx, p, res) })
+}
+
+// retryUntil calls try until it succeeds or ctx ends, pausing first, then
+// twice as long each time, at most maxPause.
+func retryUntil(ctx context.Context, first, maxPause time.Duration, try func() error) error {
+	for d := first; ; d = min(2*d, maxPause) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+		if err := try(); err == nil {
+			return nil
+		}
+	}
+}
+
 // count records a batch's outcomes.
 func (w *Worker) count(res *postgres.BatchResult) {
 	for _, o := range res.Outcomes {
@@ -264,7 +291,8 @@ func (w *Worker) sweep(ctx context.Context) {
 				w.log.Info("order rejected: reservation timeout", "order", o.ID, "skus", o.RejectSKUs)
 			}
 			if err := w.cache(ctx, redisstore.NoQueue, res); err != nil {
-				w.log.Warn("status cache update after sweep failed; the events still carry the decision", "err", err)
+				w.log.Warn("status cache update after sweep failed; retrying in the background", "err", err)
+				w.cacheLater(ctx, redisstore.NoQueue, res)
 			}
 		}
 	}
