@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 
@@ -75,6 +76,12 @@ func decodeError(err error) error {
 	var ve *order.Error
 	if errors.As(err, &ve) {
 		return ve
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		// The body stopped arriving (the server's read timeout): say so
+		// without the connection's addresses.
+		return order.Errorf(order.EMALFORMED, "the body did not arrive in time")
 	}
 	// A value's own decoder refused it (a bad UUID or time, for example).
 	return order.Invalid("a field has an invalid value", order.FieldError{Field: "body", Detail: err.Error()})
