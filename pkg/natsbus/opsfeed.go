@@ -75,6 +75,7 @@ type OpsFeed struct {
 	procs     map[string]*acceptedProc
 	local     []func() int64
 	consumers []jetstream.Consumer
+	pinOwners map[string]pinOwner // pin id -> the worker that announced it (pins.go)
 
 	// The last partition sample, shared by the callers of Partitions
 	// within partitionsFresh of it.
@@ -105,10 +106,11 @@ func StartOpsFeed(nc *nats.Conn, js jetstream.JetStream, cfg OpsFeedConfig) (*Op
 		nc: nc, js: js, partitions: max(cfg.Partitions, 1), log: cfg.Log,
 		process: uuid.NewString(), started: time.Now(),
 		events: map[string]int64{}, reasons: map[string]int64{}, procs: map[string]*acceptedProc{},
-		stop: make(chan struct{}), done: make(chan struct{}),
+		pinOwners: map[string]pinOwner{},
+		stop:      make(chan struct{}), done: make(chan struct{}),
 	}
 	f.consumers = make([]jetstream.Consumer, f.partitions)
-	for subject, cb := range map[string]nats.MsgHandler{HubSubject: f.countEvent, AcceptedSubject: f.countAccepted} {
+	for subject, cb := range map[string]nats.MsgHandler{HubSubject: f.countEvent, AcceptedSubject: f.countAccepted, PinsSubject: f.notePins} {
 		sub, err := nc.Subscribe(subject, cb)
 		if err != nil {
 			f.unsubscribe()
@@ -290,7 +292,10 @@ type PartitionState struct {
 	// PinnedSince is when it got it.
 	PinnedClient string
 	PinnedSince  time.Time
-	Err          error // the consumer's info could not be read
+	// Worker is the name of the worker process that announced the pin
+	// (PinsSubject), "" until one has.
+	Worker string
+	Err    error // the consumer's info could not be read
 }
 
 // partitionsFresh is how long a partition sample serves every caller: the
@@ -308,7 +313,13 @@ func (f *OpsFeed) Partitions(ctx context.Context) []PartitionState {
 	}
 	out := f.samplePartitions(ctx)
 	f.parts, f.partsAt = out, time.Now()
-	return append([]PartitionState(nil), out...)
+	out = append([]PartitionState(nil), out...)
+	for i := range out {
+		if out[i].PinnedClient != "" {
+			out[i].Worker = f.pinWorker(out[i].PinnedClient)
+		}
+	}
+	return out
 }
 
 func (f *OpsFeed) samplePartitions(ctx context.Context) []PartitionState {

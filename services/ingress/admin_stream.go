@@ -79,7 +79,10 @@ type adminPartition struct {
 	// when none does.
 	PinnedClient *string    `json:"pinned_client"`
 	PinnedSince  *time.Time `json:"pinned_since"`
-	Error        string     `json:"error,omitempty"`
+	// Worker names the worker process holding the pin, as the worker
+	// announced it (natsbus.PinsSubject), null until it has.
+	Worker *string `json:"worker"`
+	Error  string  `json:"error,omitempty"`
 }
 
 // adminStreamRoutes registers the operator page's live feed.
@@ -197,6 +200,10 @@ func (s *Server) adminSnapshot(ctx context.Context, every time.Duration, prev *a
 			if !since.IsZero() {
 				v.PinnedSince = &since
 			}
+		}
+		if p.Worker != "" {
+			name := p.Worker
+			v.Worker = &name
 		}
 		snap.Partitions = append(snap.Partitions, v)
 	}

@@ -45,6 +45,7 @@ func (w *Worker) watchLag(ctx context.Context) {
 func (w *Worker) sampleLag(ctx context.Context, consumers []jetstream.Consumer, labels []string) {
 	ctx, cancel := context.WithTimeout(ctx, lagEvery)
 	defer cancel()
+	held := map[int]string{}
 	for p := range consumers {
 		if consumers[p] == nil {
 			c, err := w.d.JS.Consumer(ctx, natsbus.CommandStream, natsbus.PartitionConsumerName(p))
@@ -68,6 +69,15 @@ func (w *Worker) sampleLag(ctx context.Context, consumers []jetstream.Consumer, 
 			}
 		}
 		w.m.partPinned.WithLabelValues(labels[p]).Set(pinned)
+		if pinned == 1 {
+			held[p] = w.pin(p)
+		}
+	}
+	// Name this process as the holder of its pins, for the operator page.
+	if w.d.NC != nil && len(held) > 0 {
+		if err := natsbus.AnnouncePins(w.d.NC, w.cfg.Name, held); err != nil {
+			w.log.Debug("pin note not sent", "err", err)
+		}
 	}
 	if n, oldest, err := w.d.DB.OutboxBacklog(ctx); err == nil {
 		w.m.outboxPending.Set(float64(n))

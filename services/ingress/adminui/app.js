@@ -288,7 +288,7 @@
       ...parts.map((p) => {
         const tr = document.createElement("tr");
         tr.dataset.partition = String(p.partition);
-        let pin = p.pinned_client ? p.pinned_client : "none";
+        let pin = p.worker ? p.worker : p.pinned_client ? p.pinned_client : "none";
         if (p.pinned_since) pin += " since " + new Date(p.pinned_since).toLocaleTimeString();
         if (p.error) pin = p.error;
         tr.append(cell(String(p.partition), "num"), cell(num(p.pending), "num pending"), cell(num(p.ack_pending), "num"), cell(pin, "mono pinned"));
