@@ -206,7 +206,7 @@ func (s *Store) soldOutVersions(ctx context.Context, skus []uuid.UUID) ([]int64,
 	for i, id := range skus {
 		keys[i] = s.soldOutKey(id)
 	}
-	return soldOutScript.Run(ctx, s.rdb, keys).Int64Slice()
+	return s.evalPiped(ctx, soldOutScript, keys).Int64Slice()
 }
 
 // SoldOutVersion returns the version sku is marked sold out at, and false
@@ -254,7 +254,7 @@ func (s *Store) PutDecided(ctx context.Context, o *order.Order, idem *order.Idem
 		}
 	}
 	keys := []string{s.orderKey(o.ID), s.userOrdersKey(o.UserID), s.idemKey(o.ID)}
-	err = putDecidedScript.Run(ctx, s.rdb, keys, data, int64(StatusTTL.Seconds()),
+	err = s.evalPiped(ctx, putDecidedScript, keys, data, int64(StatusTTL.Seconds()),
 		o.AcceptedAt.UnixMicro(), o.ID.String(), MaxPendingIndex, rec).Err()
 	if err != nil {
 		return statusUnavailable("put decided order", err)

@@ -253,7 +253,7 @@ func errKeyReused() error {
 // published, if any.
 func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkoutRequest, id uuid.UUID, key, hash string) (*order.Idempotency, error) {
 	ctx, user := r.Context(), principal(r.Context()).UserID
-	lines, prices, prior, err := s.checkoutFacts(ctx, user, req, key)
+	lines, prices, soldOut, prior, err := s.checkoutFacts(ctx, user, req, key)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +297,13 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkou
 	if key != "" {
 		rec = &order.Idempotency{RequestHash: hash, Command: cmd}
 	}
-	if err := s.publishCheckout(ctx, cmd, rec); err != nil {
+	if len(soldOut) > 0 {
+		// A SKU is sold out: rejected here, recorded without the
+		// partition (soldout.go).
+		if err := s.rejectSoldOut(ctx, cmd, soldOut, rec); err != nil {
+			return nil, err
+		}
+	} else if err := s.publishCheckout(ctx, cmd, rec); err != nil {
 		return nil, err
 	}
 	writeAccepted(w, cmd.ID, cmd.Checkout.OrderNumber, false)
@@ -312,10 +318,11 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkou
 // cart checkout's SKUs must be in the caller's cart with a quantity (which
 // the lines snapshot), and no SKU's sale may be paused. PostgreSQL answers
 // the address and the Idempotency-Key in one query while Redis reads the
-// cart. Field errors of both checks come in one 422. It also returns the
-// SKUs' current prices, the order's quote; or, before any check, the
+// cart and the lines' sold-out markers. Field errors of both checks come in
+// one 422. It also returns the SKUs' current prices (the order's quote) and
+// the lines' SKUs marked sold out (soldout.go); or, before any check, the
 // facts naming the order an earlier request with the key placed.
-func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRequest, key string) ([]order.LineRequest, map[uuid.UUID]int64, *order.CheckoutFacts, error) {
+func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRequest, key string) (lines []order.LineRequest, prices map[uuid.UUID]int64, soldOut []uuid.UUID, prior *order.CheckoutFacts, err error) {
 	var (
 		wg      sync.WaitGroup
 		facts   order.CheckoutFacts
@@ -328,18 +335,19 @@ func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRe
 	}()
 	lines, cartErr := s.checkoutLines(ctx, user, req)
 	var (
-		paused map[uuid.UUID]bool
-		prices map[uuid.UUID]int64
+		paused  map[uuid.UUID]bool
+		soldErr error
 	)
 	if cartErr == nil {
 		paused, prices = s.quoteSKUs(ctx, lines)
+		soldOut, soldErr = s.soldOutLines(ctx, lines)
 	}
 	wg.Wait()
 	if factErr != nil {
-		return nil, nil, nil, factErr
+		return nil, nil, nil, nil, factErr
 	}
 	if facts.Prior != nil {
-		return nil, nil, &facts, nil
+		return nil, nil, nil, &facts, nil
 	}
 	var f order.Fields
 	if !facts.AddressOK {
@@ -350,17 +358,20 @@ func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRe
 	case order.EINVALID:
 		f = append(f, order.ErrorFields(cartErr)...)
 	default:
-		return nil, nil, nil, cartErr
+		return nil, nil, nil, nil, cartErr
 	}
 	if err := f.Err("the order cannot be placed"); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	for _, l := range lines {
 		if paused[l.SKUID] {
-			return nil, nil, nil, order.Errorf(order.EPAUSED, "the sale of SKU %s is paused", l.SKUID)
+			return nil, nil, nil, nil, order.Errorf(order.EPAUSED, "the sale of SKU %s is paused", l.SKUID)
 		}
 	}
-	return lines, prices, nil, nil
+	if soldErr != nil {
+		return nil, nil, nil, nil, soldErr
+	}
+	return lines, prices, soldOut, nil, nil
 }
 
 // checkoutLines returns the order's lines: the items of a direct purchase,
