@@ -171,7 +171,7 @@ chaos-build:
 	$(GO) build -trimpath -o bin/chaos ./cmd/chaos
 
 .PHONY: chaos
-chaos: deps chaos-build ## the fault schedule under load: hot-sku S=5000 N=20000 then cart-mix, every fault kind, several worker kills (about 8 min)
+chaos: deps chaos-build ## the fault schedule under load: hot-sku S=5000 N=20000 then cart-mix, every fault kind, several worker kills (about 5 min)
 	bin/chaos -profile full -hot-stock $(S) -hot-buyers $(N) -out $(CHAOS_DIR)
 
 .PHONY: chaos-ci
