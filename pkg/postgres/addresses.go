@@ -7,7 +7,9 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+	"github.com/lib/pq"
 
+	"github.com/flashsale/orderd/pkg/batch"
 	"github.com/flashsale/orderd/pkg/order"
 )
 
@@ -65,20 +67,47 @@ func (db *DB) Address(ctx context.Context, userID string, id uuid.UUID) (*order.
 }
 
 // DefaultAddress returns userID's newest address that is not deleted, or
-// nil (and no error) if there is none.
+// nil (and no error) if there is none. Concurrent calls are answered
+// together by one query (pkg/batch), as CheckoutFacts' are: previews of a
+// busy sale read the database once per batch.
 func (db *DB) DefaultAddress(ctx context.Context, userID string) (*order.Address, error) {
+	if db.defaults == nil {
+		as, err := db.defaultAddresses(ctx, []string{userID})
+		if err != nil {
+			return nil, err
+		}
+		return as[0], nil
+	}
+	return db.defaults.Do(ctx, userID)
+}
+
+func newDefaultsBatcher(db *DB) *batch.Batcher[string, *order.Address] {
+	return batch.New(db.defaultAddresses, batch.Config{Max: factsBatchMax, Parallel: factsParallel})
+}
+
+// defaultAddresses returns the default address of each of users (nil for
+// one with none), in one query.
+func (db *DB) defaultAddresses(ctx context.Context, users []string) ([]*order.Address, error) {
 	var as []order.Address
 	err := db.SelectContext(ctx, &as, `
-		SELECT `+addressColumns+` FROM addresses
-		WHERE user_id = $1 AND deleted_at IS NULL
-		ORDER BY created_at DESC, id DESC LIMIT 1`, userID)
+		SELECT DISTINCT ON (user_id) `+addressColumns+` FROM addresses
+		WHERE user_id = ANY($1::text[]) AND deleted_at IS NULL
+		ORDER BY user_id, created_at DESC, id DESC`, pq.Array(users))
 	if err != nil {
 		return nil, translate(fmt.Errorf("default address: %w", err))
 	}
-	if len(as) == 0 {
-		return nil, nil
+	byUser := make(map[string]*order.Address, len(as))
+	for i := range as {
+		byUser[as[i].UserID] = &as[i]
 	}
-	return &as[0], nil
+	out := make([]*order.Address, len(users))
+	for i, u := range users {
+		if a := byUser[u]; a != nil {
+			c := *a // each caller gets its own copy
+			out[i] = &c
+		}
+	}
+	return out, nil
 }
 
 // DeleteAddress deletes userID's address id. The row stays, marked deleted,

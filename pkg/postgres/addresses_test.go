@@ -2,7 +2,10 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
@@ -106,4 +109,40 @@ func TestCreateAddressInvalid(t *testing.T) {
 	if _, err := db.CreateAddress(context.Background(), "alice", n); order.ErrorCode(err) != order.EINVALID {
 		t.Errorf("error %v, want EINVALID", err)
 	}
+}
+
+// TestDefaultAddressConcurrent: calls answered together in one query each
+// get their own user's newest address, or nil.
+func TestDefaultAddressConcurrent(t *testing.T) {
+	t.Parallel()
+	_, db := pgtest.New(t)
+	ctx := context.Background()
+	newest := map[string]uuid.UUID{}
+	for i := range 10 {
+		user := fmt.Sprintf("u%d", i)
+		for j := range 2 {
+			a, err := db.CreateAddress(ctx, user, &order.NewAddress{Recipient: fmt.Sprintf("R%d", j), Line1: "L1", City: "Berlin", PostalCode: "10115", Country: "DE"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			newest[user] = a.ID
+			time.Sleep(time.Millisecond) // distinct created_at
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			user := fmt.Sprintf("u%d", i%12) // u10 and u11 have none
+			got, err := db.DefaultAddress(ctx, user)
+			switch {
+			case err != nil:
+				t.Error(err)
+			case newest[user] == uuid.Nil && got != nil:
+				t.Errorf("%s: got %s, want none", user, got.ID)
+			case newest[user] != uuid.Nil && (got == nil || got.ID != newest[user] || got.UserID != user):
+				t.Errorf("%s: got %+v, want %s", user, got, newest[user])
+			}
+		})
+	}
+	wg.Wait()
 }

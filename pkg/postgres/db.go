@@ -25,7 +25,8 @@ import (
 // DB is the service's connection pool.
 type DB struct {
 	*sqlx.DB
-	facts *batch.Batcher[factsQuery, order.CheckoutFacts] // CheckoutFacts' group commit (checkout_facts.go)
+	facts    *batch.Batcher[factsQuery, order.CheckoutFacts] // CheckoutFacts' group commit (checkout_facts.go)
+	defaults *batch.Batcher[string, *order.Address]          // DefaultAddress's (addresses.go)
 }
 
 // Open connects to the database at dsn and checks that it answers.
@@ -47,6 +48,7 @@ func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 	}
 	d := &DB{DB: db}
 	d.facts = newFactsBatcher(d)
+	d.defaults = newDefaultsBatcher(d)
 	return d, nil
 }
 

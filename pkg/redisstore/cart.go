@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/orderd/pkg/order"
 )
@@ -15,7 +16,12 @@ import (
 // integer, cannot have been written by SetCartItem and are left out. It
 // returns an EUNAVAILABLE error if Redis does not answer.
 func (s *Store) Cart(ctx context.Context, userID string) (map[uuid.UUID]int64, error) {
-	raw, err := s.rdb.HGetAll(ctx, s.cartKey(userID)).Result()
+	var cmd *redis.MapStringStringCmd
+	err := s.pipelined(ctx, func(p redis.Pipeliner) { cmd = p.HGetAll(ctx, s.cartKey(userID)) })
+	var raw map[string]string
+	if err == nil {
+		raw, err = cmd.Result()
+	}
 	if err != nil {
 		return nil, unavailable("read cart", err)
 	}

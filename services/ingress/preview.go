@@ -1,7 +1,9 @@
 package ingress
 
 import (
+	"context"
 	"net/http"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -56,9 +58,13 @@ func (p *previewRequest) skuIDs() []uuid.UUID {
 
 // preview is POST /v1/checkout/preview (SPEC 3.1, the design's order
 // preview): it prices a direct purchase or the selected cart lines with
-// the prices and stock in the database and the flat shipping fee, and
-// shows the default address. It writes nothing: unlike the design, a
-// direct purchase does not go into the cart.
+// the SKUs' prices and stock as the in-process SKU cache holds them
+// (skucache.go: at most skuCacheTTL old; an admin change made through any
+// ingress reaches it at once) and the flat shipping fee, and shows the
+// default address, read from PostgreSQL while the SKUs and the cart are.
+// It writes nothing: unlike the design, a direct purchase does not go into
+// the cart. A preview is a quote, not a promise: the partition decides the
+// order against the committed stock.
 func (s *Server) preview(w http.ResponseWriter, r *http.Request) error {
 	var req previewRequest
 	if err := decodeJSON(w, r, &req); err != nil {
@@ -68,31 +74,40 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx, user := r.Context(), principal(r.Context()).UserID
-	skus, err := s.SKUs.SKUsByID(ctx, req.skuIDs())
+	var (
+		addr    *order.Address
+		addrErr error
+		wg      sync.WaitGroup
+	)
+	wg.Go(func() { addr, addrErr = s.Addresses.DefaultAddress(ctx, user) })
+	q, err := s.quote(ctx, user, &req)
+	wg.Wait()
 	if err != nil {
 		return err
 	}
-	var q *order.Quote
-	if req.Items != nil {
-		q, err = order.QuoteLines(req.Items, skus, s.cfg.ShippingFee, "items")
-	} else {
-		var cart map[uuid.UUID]int64
-		if cart, err = s.Carts.Cart(ctx, user); err != nil {
-			return err
-		}
-		q, err = order.QuoteCart(req.CartSKUIDs, cart, skus, s.cfg.ShippingFee, "cart_sku_ids")
-	}
-	if err != nil {
-		return err
+	if addrErr != nil {
+		return addrErr
 	}
 	resp := previewResponse{Quote: q}
-	addr, err := s.Addresses.DefaultAddress(ctx, user)
-	if err != nil {
-		return err
-	}
 	if addr != nil {
 		resp.Address = &addressView{Address: *addr, Default: true}
 	}
 	writeJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// quote prices a preview's lines.
+func (s *Server) quote(ctx context.Context, user string, req *previewRequest) (*order.Quote, error) {
+	skus, err := s.skus.get(ctx, req.skuIDs())
+	if err != nil {
+		return nil, err
+	}
+	if req.Items != nil {
+		return order.QuoteLines(req.Items, skus, s.cfg.ShippingFee, "items")
+	}
+	cart, err := s.Carts.Cart(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return order.QuoteCart(req.CartSKUIDs, cart, skus, s.cfg.ShippingFee, "cart_sku_ids")
 }
