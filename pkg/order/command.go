@@ -130,6 +130,18 @@ func EncodeEnvelope(cmds ...Command) ([]byte, error) {
 // Any error is EMALFORMED or EINVALID: the message is poison and retrying it
 // cannot help.
 func DecodeEnvelope(data []byte, p, n int) ([]Command, error) {
+	return decodeEnvelope(data, func(c *Command) error {
+		if c.Kind == KindRecordRejection {
+			return Errorf(EINVALID, "a %s command on partition %d's subject", KindRecordRejection, p)
+		}
+		return c.Validate(p, n)
+	})
+}
+
+// decodeEnvelope decodes a message body strictly (no unknown fields, no
+// trailing data, 1 to MaxEnvelopeCommands commands) and checks each
+// command with valid.
+func decodeEnvelope(data []byte, valid func(*Command) error) ([]Command, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var env Envelope
@@ -143,10 +155,7 @@ func DecodeEnvelope(data []byte, p, n int) ([]Command, error) {
 		return nil, Errorf(EINVALID, "command envelope holds %d commands", len(env.Commands))
 	}
 	for i := range env.Commands {
-		if env.Commands[i].Kind == KindRecordRejection {
-			return nil, Errorf(EINVALID, "command %d: a %s command on partition %d's subject", i, KindRecordRejection, p)
-		}
-		if err := env.Commands[i].Validate(p, n); err != nil {
+		if err := valid(&env.Commands[i]); err != nil {
 			return nil, fmt.Errorf("command %d: %w", i, err)
 		}
 	}

@@ -1,8 +1,6 @@
 package order
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -116,26 +114,10 @@ func (r *Rejection) Rejected(at time.Time, skus map[uuid.UUID]*SKU) *Order {
 // KindRecordRejection. Errors are EMALFORMED or EINVALID, as for
 // DecodeEnvelope.
 func DecodeIngressEnvelope(data []byte, n int) ([]Command, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var env Envelope
-	if err := dec.Decode(&env); err != nil {
-		return nil, Errorf(EMALFORMED, "command envelope: %v", err)
-	}
-	if dec.More() {
-		return nil, Errorf(EMALFORMED, "command envelope: trailing data")
-	}
-	if len(env.Commands) == 0 || len(env.Commands) > MaxEnvelopeCommands {
-		return nil, Errorf(EINVALID, "command envelope holds %d commands", len(env.Commands))
-	}
-	for i := range env.Commands {
-		c := &env.Commands[i]
+	return decodeEnvelope(data, func(c *Command) error {
 		if c.Kind != KindRecordRejection {
-			return nil, Errorf(EINVALID, "command %d: a %s command on %s", i, c.Kind, IngressSubject)
+			return Errorf(EINVALID, "a %s command on %s", c.Kind, IngressSubject)
 		}
-		if err := c.Validate(c.Partition, n); err != nil {
-			return nil, fmt.Errorf("command %d: %w", i, err)
-		}
-	}
-	return env.Commands, nil
+		return c.Validate(c.Partition, n)
+	})
 }

@@ -121,20 +121,24 @@ func (l *partitionLoop) consume(stop, work context.Context, batch jetstream.Mess
 		if !ok {
 			return
 		}
-		msgs := []jetstream.Msg{m}
-	gather:
-		for {
-			select {
-			case m, ok := <-ch:
-				if !ok {
-					break gather
-				}
-				msgs = append(msgs, m)
-			default:
-				break gather
+		l.process(stop, work, gatherReady(m, ch))
+	}
+}
+
+// gatherReady returns first and the messages already waiting in ch behind
+// it, without waiting for more: what one batch applies together.
+func gatherReady(first jetstream.Msg, ch <-chan jetstream.Msg) []jetstream.Msg {
+	msgs := []jetstream.Msg{first}
+	for {
+		select {
+		case m, ok := <-ch:
+			if !ok {
+				return msgs
 			}
+			msgs = append(msgs, m)
+		default:
+			return msgs
 		}
-		l.process(stop, work, msgs)
 	}
 }
 

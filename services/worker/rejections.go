@@ -81,20 +81,7 @@ func (w *Worker) recordRejections(ctx context.Context) {
 		backoff = 100 * time.Millisecond
 		ch := batch.Messages()
 		for m := range ch {
-			msgs := []jetstream.Msg{m}
-		gather:
-			for {
-				select {
-				case m, ok := <-ch:
-					if !ok {
-						break gather
-					}
-					msgs = append(msgs, m)
-				default:
-					break gather
-				}
-			}
-			w.recordMessages(work, log, msgs)
+			w.recordMessages(work, log, gatherReady(m, ch))
 		}
 	}
 }
