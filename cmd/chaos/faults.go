@@ -66,26 +66,14 @@ var faults = map[string]fault{
 		name: "nats-kill",
 		doc:  "SIGKILL the NATS server; restart it 1 s later on the same store (sync_interval: always)",
 		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
-			at := time.Now()
-			if err := e.nats.kill(); err != nil {
-				return at, at, e.nats.name, err
-			}
-			eff := time.Now()
-			sleep(ctx, time.Second)
-			return at, eff, e.nats.name, e.nats.start(ctx, 60*time.Second)
+			return killAndRestart(ctx, e.nats, time.Second, 60*time.Second)
 		},
 	},
 	"api-kill": {
 		name: "api-kill",
 		doc:  "SIGKILL the ingress while checkouts are in flight; restart it 0.5 s later on the same address (clients retry with their Idempotency-Key)",
 		apply: func(ctx context.Context, e *env) (time.Time, time.Time, string, error) {
-			at := time.Now()
-			if err := e.api.kill(); err != nil {
-				return at, at, e.api.name, err
-			}
-			eff := time.Now()
-			sleep(ctx, 500*time.Millisecond)
-			return at, eff, e.api.name, e.api.start(ctx, 90*time.Second)
+			return killAndRestart(ctx, e.api, 500*time.Millisecond, 90*time.Second)
 		},
 	},
 	"pg-restart": {
@@ -322,4 +310,17 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// killAndRestart SIGKILLs p, restarts it after pause, and waits up to
+// timeout for it to be ready. It returns when the fault was applied and
+// took effect, and p's name.
+func killAndRestart(ctx context.Context, p *proc, pause, timeout time.Duration) (time.Time, time.Time, string, error) {
+	at := time.Now()
+	if err := p.kill(); err != nil {
+		return at, at, p.name, err
+	}
+	eff := time.Now()
+	sleep(ctx, pause)
+	return at, eff, p.name, p.start(ctx, timeout)
 }
