@@ -43,14 +43,18 @@ func ClusterURLs(nodes []ClusterNode) string {
 // by another process before the server binds it; that is a start failure,
 // not a silent clash.
 func NewClusterNodes(n int, dir string) ([]ClusterNode, error) {
+	// Every port at once, all held until the last is found: ports looked
+	// for one node at a time could hand a port just released by one node
+	// to the next (a node's client port became another's monitor port).
+	ports, err := freePorts(3 * n)
+	if err != nil {
+		return nil, err
+	}
 	nodes := make([]ClusterNode, n)
 	for i := range nodes {
-		ports, err := freePorts(3)
-		if err != nil {
-			return nil, err
-		}
+		p := ports[3*i:]
 		name := "node-" + strconv.Itoa(i+1)
-		nodes[i] = ClusterNode{Name: name, ClientPort: ports[0], ClusterPort: ports[1], HTTPPort: ports[2], StoreDir: filepath.Join(dir, name)}
+		nodes[i] = ClusterNode{Name: name, ClientPort: p[0], ClusterPort: p[1], HTTPPort: p[2], StoreDir: filepath.Join(dir, name)}
 	}
 	return nodes, nil
 }
