@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/pkg/postgres"
 )
@@ -29,22 +31,7 @@ func TestPoisonDoesNotStallItsPartition(t *testing.T) {
 	for i := range 20 {
 		first = append(first, e.checkout(fmt.Sprintf("with-%d", i), sku, 1))
 	}
-	var (
-		mu         sync.Mutex
-		poisonSeen int
-	)
-	w := e.worker("w", func(c *Config) { c.MaxDeliver = 3 })
-	w.applyHook = func(_ int, cmds []order.Command) error {
-		for _, c := range cmds {
-			if c.ID == doomed.ID {
-				mu.Lock()
-				poisonSeen++
-				mu.Unlock()
-				return errors.New("a failure that never ends")
-			}
-		}
-		return nil
-	}
+	w, poisonSeen := e.poisonedWorker(doomed.ID)
 	// The poison first, then good commands, all queued before the worker
 	// starts: its first batch holds them together.
 	e.publishAsync(append([]order.Command{doomed}, first...))
@@ -69,9 +56,7 @@ func TestPoisonDoesNotStallItsPartition(t *testing.T) {
 	if d.Reason != postgres.DeadMaxDeliveries || d.Deliveries != 3 {
 		t.Errorf("dead letter %s after %d deliveries, want %s after 3", d.Reason, d.Deliveries, postgres.DeadMaxDeliveries)
 	}
-	mu.Lock()
-	seen := poisonSeen
-	mu.Unlock()
+	seen := poisonSeen()
 	if seen > 6 { // each delivery: in a batch, then alone
 		t.Errorf("the poison was tried %d times, want at most 2 x MaxDeliver = 6", seen)
 	}
@@ -108,22 +93,7 @@ func TestPoisonInAGroupCommitMessage(t *testing.T) {
 	for i := range 5 {
 		goods = append(goods, e.checkout(fmt.Sprintf("packed-%d", i), sku, 1))
 	}
-	var (
-		mu         sync.Mutex
-		poisonSeen int
-	)
-	w := e.worker("w", func(c *Config) { c.MaxDeliver = 3 })
-	w.applyHook = func(_ int, cmds []order.Command) error {
-		for _, c := range cmds {
-			if c.ID == doomed.ID {
-				mu.Lock()
-				poisonSeen++
-				mu.Unlock()
-				return errors.New("a failure that never ends")
-			}
-		}
-		return nil
-	}
+	w, poisonSeen := e.poisonedWorker(doomed.ID)
 	e.start(w)
 	data, err := order.EncodeEnvelope(append([]order.Command{goods[0], doomed}, goods[1:]...)...)
 	if err != nil {
@@ -141,9 +111,7 @@ func TestPoisonInAGroupCommitMessage(t *testing.T) {
 	if d := dls[0]; d.Reason != postgres.DeadPoisonCommand || d.Deliveries != 3 || d.SourceKey != "cmd-"+doomed.ID.String() {
 		t.Errorf("dead letter %+v, want the poison command's after 3 deliveries", d)
 	}
-	mu.Lock()
-	seen := poisonSeen
-	mu.Unlock()
+	seen := poisonSeen()
 	if seen > 4 {
 		t.Errorf("the poison was tried %d times: 3 deliveries and once alone at the last", seen)
 	}
@@ -154,5 +122,32 @@ func TestPoisonInAGroupCommitMessage(t *testing.T) {
 	}
 	if n := e.workQueueMsgs(); n != 0 {
 		t.Errorf("%d messages left in the work queue", n)
+	}
+}
+
+// poisonedWorker returns a worker (MaxDeliver 3) whose every batch holding
+// command doomed fails with an unknown error, and a function that tells
+// how many batches held it.
+func (e *env) poisonedWorker(doomed uuid.UUID) (*Worker, func() int) {
+	var (
+		mu   sync.Mutex
+		seen int
+	)
+	w := e.worker("w", func(c *Config) { c.MaxDeliver = 3 })
+	w.applyHook = func(_ int, cmds []order.Command) error {
+		for _, c := range cmds {
+			if c.ID == doomed {
+				mu.Lock()
+				seen++
+				mu.Unlock()
+				return errors.New("a failure that never ends")
+			}
+		}
+		return nil
+	}
+	return w, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen
 	}
 }
