@@ -502,36 +502,8 @@ func (c *cluster) localStreams(i int) (map[string]jetstream.StreamState, error) 
 // (Pdeathsig).
 func startNATS(t *testing.T, bin, name, conf string) *proc {
 	t.Helper()
-	p := &proc{name: name, logPath: filepath.Join(t.TempDir(), name+".log"), done: make(chan struct{})}
-	f, err := os.Create(p.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "-c", conf)
-	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.kill(t)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("%s (pid %d) did not exit after SIGKILL", name, p.cmd.Process.Pid)
-		}
-		if t.Failed() {
-			t.Logf("%s (pid %d, %v) log %s, last lines:\n%s", name, p.cmd.Process.Pid, p.err, p.logPath, tail(p.log(), 30))
-		}
-	})
-	return p
+	return startProcWith(t, bin, name, []string{"PATH=" + os.Getenv("PATH")},
+		func(c *exec.Cmd) { c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} }, "-c", conf)
 }
 
 // The nats-server binary, built once per test run from the module's

@@ -164,6 +164,13 @@ type proc struct {
 // inherited), killed when the test ends.
 func startProc(t *testing.T, bin, name string, env []string, args ...string) *proc {
 	t.Helper()
+	return startProcWith(t, bin, name, env, nil, args...)
+}
+
+// startProcWith is startProc, calling prep (if not nil) on the command
+// before it starts.
+func startProcWith(t *testing.T, bin, name string, env []string, prep func(*exec.Cmd), args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, logPath: filepath.Join(t.TempDir(), name+".log"), done: make(chan struct{})}
 	f, err := os.Create(p.logPath)
 	if err != nil {
@@ -172,6 +179,9 @@ func startProc(t *testing.T, bin, name string, env []string, args ...string) *pr
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if prep != nil {
+		prep(p.cmd)
+	}
 	if err := p.cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", name, err)
