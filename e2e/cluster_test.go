@@ -20,7 +20,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flashsale/orderd/pkg/natsbus"
-	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/pkg/postgres/pgtest"
 	"github.com/flashsale/orderd/pkg/redisstore/redistest"
 )
@@ -267,48 +266,6 @@ func TestClusterNodeKilledMidSale(t *testing.T) {
 		t.Errorf("orderd exited: %v", od.err)
 	}
 	t.Logf("total %s", since())
-}
-
-// awaitDecided is awaitAll for buyers who may have retried: an order
-// whose first attempt was stored but not confirmed (a 503) keeps that
-// attempt's number, which the retry's 202 cannot know (SPEC 3.2 promises
-// the same order id), so numbers are compared only for one-attempt buyers.
-func awaitDecided(t *testing.T, api *api, bs []buyer, accs []accepted, attempts []int, d time.Duration) []*order.Order {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	out := make([]*order.Order, len(bs))
-	errs := make([]error, len(bs))
-	var wg sync.WaitGroup
-	for i, b := range bs {
-		wg.Go(func() { out[i], errs[i] = api.awaitDecision(ctx, b, accs[i].OrderID) })
-	}
-	wg.Wait()
-	failed := 0
-	for _, err := range errs {
-		if err != nil {
-			if failed++; failed <= 5 {
-				t.Error(err)
-			}
-		}
-	}
-	if failed > 0 {
-		t.Fatalf("%d of %d accepted orders were not decided within %s", failed, len(bs), d)
-	}
-	renumbered := 0
-	for i, o := range out {
-		switch {
-		case o.Number == accs[i].OrderNumber:
-		case attempts[i] > 1:
-			renumbered++
-		default:
-			t.Errorf("order %s: number %q, but the 202 said %q", o.ID, o.Number, accs[i].OrderNumber)
-		}
-	}
-	if renumbered > 0 {
-		t.Logf("%d retried orders keep the number of an earlier attempt, not the one their 202 said", renumbered)
-	}
-	return out
 }
 
 func countIf(v []int, f func(int) bool) int {
