@@ -17,7 +17,9 @@ GO ?= go
 # of the 1.26.8 standard library that govulncheck reports. The go command
 # fetches it once through the module proxy (about 76 MB) and caches it. An
 # exported GOTOOLCHAIN wins over `go env` (GOTOOLCHAIN=local on these
-# machines, which would ignore go.mod's toolchain line).
+# machines). go.mod's go line asks for the same release, so that a plain
+# `go build` with an older local Go fails instead of building with it; raise
+# it, this line and deploy/Dockerfile's golang image together.
 export GOTOOLCHAIN := go1.26.10
 
 # A development secret, used only when JWT_SECRET is not set in the

@@ -1,8 +1,6 @@
 module github.com/flashsale/orderd
 
-go 1.26.8
-
-toolchain go1.26.10
+go 1.26.10
 
 require (
 	github.com/chromedp/cdproto v0.159.0
