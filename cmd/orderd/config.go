@@ -21,6 +21,26 @@ import (
 // least 256 bits (RFC 7518, section 3.2).
 const MinSecretLen = 32
 
+// MinWebhookSecretLen is the shortest PAYMENT_WEBHOOK_SECRET accepted
+// outside development mode (SPEC 3, Auth): HMAC-SHA256 wants a key as long
+// as its output.
+const MinWebhookSecretLen = 32
+
+// devSecrets are the secrets that ship in the repository for development
+// (the Makefile's, which scripts/bench-lib.sh and cmd/chaos reuse): anyone
+// can read them, so anyone could sign tokens or payments with them. Only
+// development mode accepts them, and any other "dev-only-" secret.
+var devSecrets = []string{
+	"dev-only-secret-change-me-0123456789abcdef", // JWT_SECRET
+	"dev-only-webhook-secret-change-me",          // PAYMENT_WEBHOOK_SECRET
+}
+
+// isDevSecret reports whether s is one of the repository's development
+// secrets.
+func isDevSecret(s string) bool {
+	return slices.Contains(devSecrets, s) || strings.HasPrefix(s, "dev-only-")
+}
+
 // NATSSyncAlways is the NATS_SYNC value that fsyncs every JetStream write
 // before it is acknowledged (SPEC 5.8, the default).
 const NATSSyncAlways = "always"
@@ -47,6 +67,7 @@ type Config struct {
 	MetricsAddr          string
 	JWTSecret            string
 	PaymentWebhookSecret string
+	Dev                  bool // ORDERD_DEV: accept the development secrets
 	ShippingFee          int64
 	PublishTimeout       time.Duration
 	PublishBatch         bool
@@ -156,6 +177,9 @@ var options = []option{
 	{flag: "payment-webhook-secret", env: "PAYMENT_WEBHOOK_SECRET", def: "", secret: true,
 		usage: "HMAC-SHA256 secret of the payment provider's webhook signatures (empty: POST /v1/payments/webhook answers 503)", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.PaymentWebhookSecret) }},
+	{flag: "dev", env: "ORDERD_DEV", def: "false",
+		usage: fmt.Sprintf("development mode (make run sets it): accept the development secrets that ship in the repository and a PAYMENT_WEBHOOK_SECRET shorter than %d bytes; never in production", MinWebhookSecretLen), roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*boolValue)(&c.Dev) }},
 	{flag: "shipping-fee", env: "SHIPPING_FEE", def: "1000",
 		usage: "flat shipping fee in minor units (cents)", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*int64Value)(&c.ShippingFee) }},
@@ -386,6 +410,9 @@ func (c *Config) Validate(role Role) error {
 			bad("JWT_SECRET must be at least %d bytes, not %d", MinSecretLen, len(c.JWTSecret))
 		}
 	}
+	if uses("dev") && !c.Dev {
+		errs = append(errs, c.productionSecretErrors()...)
+	}
 	if uses("shipping-fee") && c.ShippingFee < 0 {
 		bad("SHIPPING_FEE must not be negative")
 	}
@@ -454,6 +481,25 @@ func (c *Config) Validate(role Role) error {
 		return usageError{fmt.Errorf("invalid configuration: %w", errors.Join(errs...))}
 	}
 	return nil
+}
+
+// productionSecretErrors refuses, outside development mode, the
+// repository's development secrets and a PAYMENT_WEBHOOK_SECRET shorter
+// than MinWebhookSecretLen. An empty webhook secret is no weak secret: the
+// webhook is off (503).
+func (c *Config) productionSecretErrors() []error {
+	const way = "set a secret of your own (openssl rand -hex 32), or ORDERD_DEV=true (--dev) to develop"
+	var errs []error
+	if isDevSecret(c.JWTSecret) {
+		errs = append(errs, fmt.Errorf("JWT_SECRET is a development secret from the repository, which anyone can sign tokens with: refused outside development mode; %s", way))
+	}
+	switch {
+	case isDevSecret(c.PaymentWebhookSecret):
+		errs = append(errs, fmt.Errorf("PAYMENT_WEBHOOK_SECRET is a development secret from the repository, which anyone can sign payments with: refused outside development mode; %s", way))
+	case c.PaymentWebhookSecret != "" && len(c.PaymentWebhookSecret) < MinWebhookSecretLen:
+		errs = append(errs, fmt.Errorf("PAYMENT_WEBHOOK_SECRET must be at least %d bytes outside development mode, not %d; %s", MinWebhookSecretLen, len(c.PaymentWebhookSecret), way))
+	}
+	return errs
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
