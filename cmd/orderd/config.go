@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -15,6 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/flashsale/orderd/pkg/natsbus"
+	"github.com/flashsale/orderd/pkg/redisstore"
 )
 
 // MinSecretLen is the shortest JWT_SECRET accepted: HS256 wants a key of at
@@ -98,6 +104,12 @@ type Config struct {
 	// probe subcommand
 	ProbeURL     string
 	ProbeTimeout time.Duration
+
+	// Credentials and TLS of the NATS and Redis connections beyond their
+	// URLs (NATS_CREDS, NATS_NKEY_SEED, NATS_TLS_*, REDIS_TLS_*): file
+	// names, see natsOptions and redisOptions.
+	NATSCreds, NATSNKeySeed, NATSTLSCA, NATSTLSCert, NATSTLSKey string
+	RedisTLSCA, RedisTLSCert, RedisTLSKey                       string
 }
 
 // Role is what a subcommand runs; it selects the options it takes and what
@@ -121,6 +133,8 @@ var (
 	dbRoles      = []Role{RoleServe, RoleAPI, RoleWorker, RoleMigrate}
 	httpRoles    = []Role{RoleServe, RoleAPI}
 	workerRoles  = []Role{RoleServe, RoleWorker}
+	// natsClientRoles connect to a NATS server: its credentials and TLS.
+	natsClientRoles = []Role{RoleServe, RoleAPI, RoleWorker, RoleReconcile}
 )
 
 // option binds one Config field to a flag and an environment variable.
@@ -149,9 +163,33 @@ var options = []option{
 	{flag: "redis-prefix", env: "REDIS_PREFIX", def: "",
 		usage: "prefix of every Redis key, to share one Redis between deployments", roles: serviceRoles,
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisPrefix) }},
+	{flag: "redis-tls-ca", env: "REDIS_TLS_CA", def: "",
+		usage: "CA certificate (PEM file) that signed the Redis server's, for a rediss:// REDIS_URL (empty: the system's CAs)", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisTLSCA) }},
+	{flag: "redis-tls-cert", env: "REDIS_TLS_CERT", def: "",
+		usage: "client certificate (PEM file) for a rediss:// REDIS_URL whose server verifies clients; with REDIS_TLS_KEY", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisTLSCert) }},
+	{flag: "redis-tls-key", env: "REDIS_TLS_KEY", def: "",
+		usage: "the key (PEM file) of REDIS_TLS_CERT", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisTLSKey) }},
 	{flag: "nats-url", env: "NATS_URL", def: "",
 		usage: "NATS server URL(s), comma-separated; empty: serve starts an embedded NATS server (required for api and worker)", roles: serviceRoles,
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSURL) }},
+	{flag: "nats-creds", env: "NATS_CREDS", def: "",
+		usage: "NATS credentials file (a user JWT and its nkey seed, for a server in operator mode); instead of a user in NATS_URL", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSCreds) }},
+	{flag: "nats-nkey-seed", env: "NATS_NKEY_SEED", def: "",
+		usage: "file holding the NATS user's nkey seed (the server's config lists its public key); instead of a user in NATS_URL", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSNKeySeed) }},
+	{flag: "nats-tls-ca", env: "NATS_TLS_CA", def: "",
+		usage: "CA certificate (PEM file) that signed the NATS server's; set, the connection requires TLS (as tls:// in NATS_URL does, with the system's CAs)", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSTLSCA) }},
+	{flag: "nats-tls-cert", env: "NATS_TLS_CERT", def: "",
+		usage: "client certificate (PEM file) for a NATS server that verifies clients; with NATS_TLS_KEY", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSTLSCert) }},
+	{flag: "nats-tls-key", env: "NATS_TLS_KEY", def: "",
+		usage: "the key (PEM file) of NATS_TLS_CERT", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSTLSKey) }},
 	{flag: "nats-embedded-addr", env: "NATS_EMBEDDED_ADDR", def: "127.0.0.1:4222",
 		usage: "host:port of the embedded NATS server (port 0 picks a free one; the address is logged)", roles: []Role{RoleServe},
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSEmbeddedAddr) }},
@@ -413,6 +451,7 @@ func (c *Config) Validate(role Role) error {
 	if uses("dev") && !c.Dev {
 		errs = append(errs, c.productionSecretErrors()...)
 	}
+	errs = append(errs, c.transportErrors(uses("nats-tls-ca"), uses("redis-tls-ca"))...)
 	if uses("shipping-fee") && c.ShippingFee < 0 {
 		bad("SHIPPING_FEE must not be negative")
 	}
@@ -500,6 +539,69 @@ func (c *Config) productionSecretErrors() []error {
 		errs = append(errs, fmt.Errorf("PAYMENT_WEBHOOK_SECRET must be at least %d bytes outside development mode, not %d; %s", MinWebhookSecretLen, len(c.PaymentWebhookSecret), way))
 	}
 	return errs
+}
+
+// transportErrors checks the NATS (checkNATS) and Redis (checkRedis)
+// credential and TLS options: the files exist, come in pairs and fit the
+// URLs.
+func (c *Config) transportErrors(checkNATS, checkRedis bool) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	files := map[string]string{}
+	if checkNATS {
+		files["NATS_CREDS"], files["NATS_NKEY_SEED"] = c.NATSCreds, c.NATSNKeySeed
+		files["NATS_TLS_CA"], files["NATS_TLS_CERT"], files["NATS_TLS_KEY"] = c.NATSTLSCA, c.NATSTLSCert, c.NATSTLSKey
+		urlUser := false
+		for _, s := range strings.Split(c.NATSURL, ",") {
+			if u, err := url.Parse(strings.TrimSpace(s)); err == nil && u.User != nil {
+				urlUser = true
+			}
+		}
+		switch {
+		case c.NATSURL == "" && c.NATSCreds+c.NATSNKeySeed+c.NATSTLSCA+c.NATSTLSCert+c.NATSTLSKey != "":
+			bad("NATS_CREDS, NATS_NKEY_SEED and NATS_TLS_* need NATS_URL: the embedded NATS server of serve takes no credentials")
+		case c.NATSCreds != "" && c.NATSNKeySeed != "":
+			bad("NATS_CREDS and NATS_NKEY_SEED are two identities: give one")
+		case urlUser && c.NATSCreds+c.NATSNKeySeed != "":
+			bad("NATS_URL carries a user, and NATS_CREDS or NATS_NKEY_SEED another identity: give one")
+		}
+		if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+			bad("NATS_TLS_CERT and NATS_TLS_KEY go together")
+		}
+	}
+	if checkRedis {
+		files["REDIS_TLS_CA"], files["REDIS_TLS_CERT"], files["REDIS_TLS_KEY"] = c.RedisTLSCA, c.RedisTLSCert, c.RedisTLSKey
+		if c.RedisTLSCA+c.RedisTLSCert+c.RedisTLSKey != "" && !strings.HasPrefix(c.RedisURL, "rediss://") {
+			bad("REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY need a rediss:// REDIS_URL")
+		}
+		if (c.RedisTLSCert == "") != (c.RedisTLSKey == "") {
+			bad("REDIS_TLS_CERT and REDIS_TLS_KEY go together")
+		}
+	}
+	for _, env := range slices.Sorted(maps.Keys(files)) {
+		if f := files[env]; f != "" {
+			if _, err := os.Stat(f); err != nil {
+				bad("%s: %v", env, err)
+			}
+		}
+	}
+	return errs
+}
+
+// natsOptions returns the NATS connection's credentials and TLS options.
+func (c *Config) natsOptions() ([]nats.Option, error) {
+	return natsbus.Security{
+		CredsFile: c.NATSCreds, NKeySeedFile: c.NATSNKeySeed,
+		TLSCAFile: c.NATSTLSCA, TLSCertFile: c.NATSTLSCert, TLSKeyFile: c.NATSTLSKey,
+	}.Options()
+}
+
+// redisOptions returns the Redis connection's TLS options.
+func (c *Config) redisOptions() []redisstore.Option {
+	if c.RedisTLSCA+c.RedisTLSCert+c.RedisTLSKey == "" {
+		return nil
+	}
+	return []redisstore.Option{redisstore.WithTLSFiles(c.RedisTLSCA, c.RedisTLSCert, c.RedisTLSKey)}
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
