@@ -1,7 +1,8 @@
 # orderd: the flash-sale order processor.
 #
 #   make run     start PostgreSQL and Redis if needed (scripts/deps.sh), then
-#                run `orderd serve` with an embedded NATS server on :8080
+#                run `orderd serve --dev` with an embedded NATS server on
+#                127.0.0.1:8080
 #   make test    start PostgreSQL and Redis if needed, then run every test,
 #                then make chaos-ci (the fault schedule, about 3 minutes)
 #
@@ -17,7 +18,9 @@ GO ?= go
 # of the 1.26.8 standard library that govulncheck reports. The go command
 # fetches it once through the module proxy (about 76 MB) and caches it. An
 # exported GOTOOLCHAIN wins over `go env` (GOTOOLCHAIN=local on these
-# machines, which would ignore go.mod's toolchain line).
+# machines). go.mod's go line asks for the same release, so that a plain
+# `go build` with an older local Go fails instead of building with it; raise
+# it, this line and deploy/Dockerfile's golang image together.
 export GOTOOLCHAIN := go1.26.10
 
 # A development secret, used only when JWT_SECRET is not set in the
@@ -56,11 +59,13 @@ deps: ## install (as root) and start PostgreSQL and Redis where they are not run
 	bash scripts/deps.sh
 
 .PHONY: run
-run: deps ## run orderd serve (ingress + workers + embedded NATS) on :8080 with a dev JWT secret
+# make run listens on the loopback interface only, in development mode
+# (--dev), which alone accepts the development secrets above.
+run: deps ## run orderd serve (ingress + workers + embedded NATS) on 127.0.0.1:8080 in development mode (dev secrets)
 	@echo "orderd: JWT_SECRET=$(JWT_SECRET) (development only)"
 	@echo "orderd: mint a token in another shell:  make token SUB=u1   (admin: make token SUB=admin ADMIN=1)"
 	@echo "orderd: then:  curl -H \"Authorization: Bearer \$$TOKEN\" localhost:8080/v1/skus    (Ctrl-C stops it gracefully)"
-	$(GO) run ./cmd/orderd serve
+	HTTP_ADDR=127.0.0.1:8080 $(GO) run ./cmd/orderd serve --dev
 
 .PHONY: test
 test: deps ## run every test, with the race detector, against the local PostgreSQL and Redis; then make chaos-ci

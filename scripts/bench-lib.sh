@@ -69,7 +69,8 @@ wait_ready() {
 }
 
 # start_orderd NAME LOG: start bin/orderd serve in its default durable
-# configuration (embedded NATS, NATS_SYNC=always) on a new database NAME, a
+# configuration (embedded NATS, NATS_SYNC=always; development mode, which
+# takes the development secrets) on a new database NAME, a
 # new NATS store and Redis prefix, logging to LOG, and wait for /readyz.
 # Sets DATABASE_URL to the run's database.
 start_orderd() {
@@ -81,7 +82,7 @@ start_orderd() {
   DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" REDIS_PREFIX="$prefix" \
     NATS_URL="" NATS_STORE_DIR="$natsdir" NATS_SYNC=always NATS_EMBEDDED_ADDR="127.0.0.1:$NATS_PORT" \
     HTTP_ADDR="127.0.0.1:$HTTP_PORT" METRICS_ADDR="127.0.0.1:$METRICS_PORT" JWT_SECRET="$JWT_SECRET" \
-    LOG_LEVEL=warn bin/orderd serve 2>"$2" &
+    ORDERD_DEV=true LOG_LEVEL=warn bin/orderd serve 2>"$2" &
   pid=$!
   if ! wait_ready "http://127.0.0.1:$HTTP_PORT/readyz"; then
     echo "orderd did not become ready; its log:" >&2

@@ -354,6 +354,9 @@ func runChaos(o options) int {
 		"DATABASE_URL=" + dsn, "DB_MAX_CONNS=16",
 		"REDIS_URL=" + o.redisURL, "REDIS_PREFIX=" + prefix,
 		"NATS_URL=" + natsURL, "JWT_SECRET=" + o.jwtSecret,
+		// The default JWT secret is the repository's development one,
+		// which orderd api takes in development mode only.
+		"ORDERD_DEV=true",
 		fmt.Sprintf("PARTITIONS=%d", o.partitions), "NO_MIGRATE=true", "LOG_LEVEL=info",
 		"SHUTDOWN_TIMEOUT=10s",
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -15,11 +16,36 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/flashsale/orderd/pkg/natsbus"
+	"github.com/flashsale/orderd/pkg/redisstore"
 )
 
 // MinSecretLen is the shortest JWT_SECRET accepted: HS256 wants a key of at
 // least 256 bits (RFC 7518, section 3.2).
 const MinSecretLen = 32
+
+// MinWebhookSecretLen is the shortest PAYMENT_WEBHOOK_SECRET accepted
+// outside development mode (SPEC 3, Auth): HMAC-SHA256 wants a key as long
+// as its output.
+const MinWebhookSecretLen = 32
+
+// devSecrets are the secrets that ship in the repository for development
+// (the Makefile's, which scripts/bench-lib.sh and cmd/chaos reuse): anyone
+// can read them, so anyone could sign tokens or payments with them. Only
+// development mode accepts them, and any other "dev-only-" secret.
+var devSecrets = []string{
+	"dev-only-secret-change-me-0123456789abcdef", // JWT_SECRET
+	"dev-only-webhook-secret-change-me",          // PAYMENT_WEBHOOK_SECRET
+}
+
+// isDevSecret reports whether s is one of the repository's development
+// secrets.
+func isDevSecret(s string) bool {
+	return slices.Contains(devSecrets, s) || strings.HasPrefix(s, "dev-only-")
+}
 
 // NATSSyncAlways is the NATS_SYNC value that fsyncs every JetStream write
 // before it is acknowledged (SPEC 5.8, the default).
@@ -47,6 +73,7 @@ type Config struct {
 	MetricsAddr          string
 	JWTSecret            string
 	PaymentWebhookSecret string
+	Dev                  bool // ORDERD_DEV: accept the development secrets
 	ShippingFee          int64
 	PublishTimeout       time.Duration
 	PublishBatch         bool
@@ -77,6 +104,12 @@ type Config struct {
 	// probe subcommand
 	ProbeURL     string
 	ProbeTimeout time.Duration
+
+	// Credentials and TLS of the NATS and Redis connections beyond their
+	// URLs (NATS_CREDS, NATS_NKEY_SEED, NATS_TLS_*, REDIS_TLS_*): file
+	// names, see natsOptions and redisOptions.
+	NATSCreds, NATSNKeySeed, NATSTLSCA, NATSTLSCert, NATSTLSKey string
+	RedisTLSCA, RedisTLSCert, RedisTLSKey                       string
 }
 
 // Role is what a subcommand runs; it selects the options it takes and what
@@ -100,6 +133,8 @@ var (
 	dbRoles      = []Role{RoleServe, RoleAPI, RoleWorker, RoleMigrate}
 	httpRoles    = []Role{RoleServe, RoleAPI}
 	workerRoles  = []Role{RoleServe, RoleWorker}
+	// natsClientRoles connect to a NATS server: its credentials and TLS.
+	natsClientRoles = []Role{RoleServe, RoleAPI, RoleWorker, RoleReconcile}
 )
 
 // option binds one Config field to a flag and an environment variable.
@@ -128,9 +163,33 @@ var options = []option{
 	{flag: "redis-prefix", env: "REDIS_PREFIX", def: "",
 		usage: "prefix of every Redis key, to share one Redis between deployments", roles: serviceRoles,
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisPrefix) }},
+	{flag: "redis-tls-ca", env: "REDIS_TLS_CA", def: "",
+		usage: "CA certificate (PEM file) that signed the Redis server's, for a rediss:// REDIS_URL (empty: the system's CAs)", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisTLSCA) }},
+	{flag: "redis-tls-cert", env: "REDIS_TLS_CERT", def: "",
+		usage: "client certificate (PEM file) for a rediss:// REDIS_URL whose server verifies clients; with REDIS_TLS_KEY", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisTLSCert) }},
+	{flag: "redis-tls-key", env: "REDIS_TLS_KEY", def: "",
+		usage: "the key (PEM file) of REDIS_TLS_CERT", roles: serviceRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.RedisTLSKey) }},
 	{flag: "nats-url", env: "NATS_URL", def: "",
 		usage: "NATS server URL(s), comma-separated; empty: serve starts an embedded NATS server (required for api and worker)", roles: serviceRoles,
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSURL) }},
+	{flag: "nats-creds", env: "NATS_CREDS", def: "",
+		usage: "NATS credentials file (a user JWT and its nkey seed, for a server in operator mode); instead of a user in NATS_URL", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSCreds) }},
+	{flag: "nats-nkey-seed", env: "NATS_NKEY_SEED", def: "",
+		usage: "file holding the NATS user's nkey seed (the server's config lists its public key); instead of a user in NATS_URL", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSNKeySeed) }},
+	{flag: "nats-tls-ca", env: "NATS_TLS_CA", def: "",
+		usage: "CA certificate (PEM file) that signed the NATS server's; set, the connection requires TLS (as tls:// in NATS_URL does, with the system's CAs)", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSTLSCA) }},
+	{flag: "nats-tls-cert", env: "NATS_TLS_CERT", def: "",
+		usage: "client certificate (PEM file) for a NATS server that verifies clients; with NATS_TLS_KEY", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSTLSCert) }},
+	{flag: "nats-tls-key", env: "NATS_TLS_KEY", def: "",
+		usage: "the key (PEM file) of NATS_TLS_CERT", roles: natsClientRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSTLSKey) }},
 	{flag: "nats-embedded-addr", env: "NATS_EMBEDDED_ADDR", def: "127.0.0.1:4222",
 		usage: "host:port of the embedded NATS server (port 0 picks a free one; the address is logged)", roles: []Role{RoleServe},
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.NATSEmbeddedAddr) }},
@@ -156,6 +215,9 @@ var options = []option{
 	{flag: "payment-webhook-secret", env: "PAYMENT_WEBHOOK_SECRET", def: "", secret: true,
 		usage: "HMAC-SHA256 secret of the payment provider's webhook signatures (empty: POST /v1/payments/webhook answers 503)", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.PaymentWebhookSecret) }},
+	{flag: "dev", env: "ORDERD_DEV", def: "false",
+		usage: fmt.Sprintf("development mode (make run sets it): accept the development secrets that ship in the repository and a PAYMENT_WEBHOOK_SECRET shorter than %d bytes; never in production", MinWebhookSecretLen), roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*boolValue)(&c.Dev) }},
 	{flag: "shipping-fee", env: "SHIPPING_FEE", def: "1000",
 		usage: "flat shipping fee in minor units (cents)", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*int64Value)(&c.ShippingFee) }},
@@ -386,6 +448,10 @@ func (c *Config) Validate(role Role) error {
 			bad("JWT_SECRET must be at least %d bytes, not %d", MinSecretLen, len(c.JWTSecret))
 		}
 	}
+	if uses("dev") && !c.Dev {
+		errs = append(errs, c.productionSecretErrors()...)
+	}
+	errs = append(errs, c.transportErrors(uses("nats-tls-ca"), uses("redis-tls-ca"))...)
 	if uses("shipping-fee") && c.ShippingFee < 0 {
 		bad("SHIPPING_FEE must not be negative")
 	}
@@ -454,6 +520,88 @@ func (c *Config) Validate(role Role) error {
 		return usageError{fmt.Errorf("invalid configuration: %w", errors.Join(errs...))}
 	}
 	return nil
+}
+
+// productionSecretErrors refuses, outside development mode, the
+// repository's development secrets and a PAYMENT_WEBHOOK_SECRET shorter
+// than MinWebhookSecretLen. An empty webhook secret is no weak secret: the
+// webhook is off (503).
+func (c *Config) productionSecretErrors() []error {
+	const way = "set a secret of your own (openssl rand -hex 32), or ORDERD_DEV=true (--dev) to develop"
+	var errs []error
+	if isDevSecret(c.JWTSecret) {
+		errs = append(errs, fmt.Errorf("JWT_SECRET is a development secret from the repository, which anyone can sign tokens with: refused outside development mode; %s", way))
+	}
+	switch {
+	case isDevSecret(c.PaymentWebhookSecret):
+		errs = append(errs, fmt.Errorf("PAYMENT_WEBHOOK_SECRET is a development secret from the repository, which anyone can sign payments with: refused outside development mode; %s", way))
+	case c.PaymentWebhookSecret != "" && len(c.PaymentWebhookSecret) < MinWebhookSecretLen:
+		errs = append(errs, fmt.Errorf("PAYMENT_WEBHOOK_SECRET must be at least %d bytes outside development mode, not %d; %s", MinWebhookSecretLen, len(c.PaymentWebhookSecret), way))
+	}
+	return errs
+}
+
+// transportErrors checks the NATS (checkNATS) and Redis (checkRedis)
+// credential and TLS options: the files exist, come in pairs and fit the
+// URLs.
+func (c *Config) transportErrors(checkNATS, checkRedis bool) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	files := map[string]string{}
+	if checkNATS {
+		files["NATS_CREDS"], files["NATS_NKEY_SEED"] = c.NATSCreds, c.NATSNKeySeed
+		files["NATS_TLS_CA"], files["NATS_TLS_CERT"], files["NATS_TLS_KEY"] = c.NATSTLSCA, c.NATSTLSCert, c.NATSTLSKey
+		urlUser := false
+		for _, s := range strings.Split(c.NATSURL, ",") {
+			if u, err := url.Parse(strings.TrimSpace(s)); err == nil && u.User != nil {
+				urlUser = true
+			}
+		}
+		switch {
+		case c.NATSURL == "" && c.NATSCreds+c.NATSNKeySeed+c.NATSTLSCA+c.NATSTLSCert+c.NATSTLSKey != "":
+			bad("NATS_CREDS, NATS_NKEY_SEED and NATS_TLS_* need NATS_URL: the embedded NATS server of serve takes no credentials")
+		case c.NATSCreds != "" && c.NATSNKeySeed != "":
+			bad("NATS_CREDS and NATS_NKEY_SEED are two identities: give one")
+		case urlUser && c.NATSCreds+c.NATSNKeySeed != "":
+			bad("NATS_URL carries a user, and NATS_CREDS or NATS_NKEY_SEED another identity: give one")
+		}
+		if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+			bad("NATS_TLS_CERT and NATS_TLS_KEY go together")
+		}
+	}
+	if checkRedis {
+		files["REDIS_TLS_CA"], files["REDIS_TLS_CERT"], files["REDIS_TLS_KEY"] = c.RedisTLSCA, c.RedisTLSCert, c.RedisTLSKey
+		if c.RedisTLSCA+c.RedisTLSCert+c.RedisTLSKey != "" && !strings.HasPrefix(c.RedisURL, "rediss://") {
+			bad("REDIS_TLS_CA, REDIS_TLS_CERT and REDIS_TLS_KEY need a rediss:// REDIS_URL")
+		}
+		if (c.RedisTLSCert == "") != (c.RedisTLSKey == "") {
+			bad("REDIS_TLS_CERT and REDIS_TLS_KEY go together")
+		}
+	}
+	for _, env := range slices.Sorted(maps.Keys(files)) {
+		if f := files[env]; f != "" {
+			if _, err := os.Stat(f); err != nil {
+				bad("%s: %v", env, err)
+			}
+		}
+	}
+	return errs
+}
+
+// natsOptions returns the NATS connection's credentials and TLS options.
+func (c *Config) natsOptions() ([]nats.Option, error) {
+	return natsbus.Security{
+		CredsFile: c.NATSCreds, NKeySeedFile: c.NATSNKeySeed,
+		TLSCAFile: c.NATSTLSCA, TLSCertFile: c.NATSTLSCert, TLSKeyFile: c.NATSTLSKey,
+	}.Options()
+}
+
+// redisOptions returns the Redis connection's TLS options.
+func (c *Config) redisOptions() []redisstore.Option {
+	if c.RedisTLSCA+c.RedisTLSCert+c.RedisTLSKey == "" {
+		return nil
+	}
+	return []redisstore.Option{redisstore.WithTLSFiles(c.RedisTLSCA, c.RedisTLSCert, c.RedisTLSKey)}
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)

@@ -125,7 +125,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	level, _ := parseLevel(cfg.LogLevel) // checked by Validate
-	return cmd.run(ctx, cfg, rest, stdout, newLogger(stderr, level))
+	log := newLogger(stderr, level)
+	if cfg.Dev {
+		log.Warn("development mode (ORDERD_DEV, --dev): the repository's development secrets are accepted; never in production")
+	}
+	return cmd.run(ctx, cfg, rest, stdout, log)
 }
 
 // newLogger returns the JSON logger on w. Durations are written as text

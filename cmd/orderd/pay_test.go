@@ -19,7 +19,7 @@ import (
 // order, and pays it with orderd pay, which reads the amount from the
 // database and signs the webhook.
 func TestPayCommand(t *testing.T) {
-	const secret = "whsec-serve-test"
+	const secret = "whsec-serve-test-0123456789abcdef" // over the 32 bytes required outside development mode
 	dsn, _ := pgtest.New(t)
 	_, prefix := redistest.New(t)
 	p := startOrderd(t, "serve",

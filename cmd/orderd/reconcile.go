@@ -63,7 +63,11 @@ func runReconcile(ctx context.Context, cfg *Config, args []string, stdout io.Wri
 		return err
 	}
 	defer db.Close()
-	nc, err := natsbus.Connect(cfg.NATSURL, "orderd-reconcile", log)
+	natsOpts, err := cfg.natsOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := natsbus.Connect(cfg.NATSURL, "orderd-reconcile", log, natsOpts...)
 	if err != nil {
 		return err
 	}

@@ -78,7 +78,7 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		return err
 	}
 
-	rs, err := redisstore.Open(ctx, cfg.RedisURL, cfg.RedisPrefix)
+	rs, err := redisstore.Open(ctx, cfg.RedisURL, cfg.RedisPrefix, cfg.redisOptions()...)
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,11 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 	} else if h, err := os.Hostname(); err == nil {
 		connName += "-" + h
 	}
-	nc, err := natsbus.Connect(natsURL, connName, log)
+	natsOpts, err := cfg.natsOptions()
+	if err != nil {
+		return err
+	}
+	nc, err := natsbus.Connect(natsURL, connName, log, natsOpts...)
 	if err != nil {
 		return err
 	}

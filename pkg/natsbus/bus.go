@@ -18,12 +18,14 @@ const (
 )
 
 // Connect connects to NATS at url, retrying in the background if the server
-// goes away, and logs connection changes.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
+// goes away, and logs connection changes and the errors the server sends
+// asynchronously (a permissions violation among them). opts add to the
+// defaults: credentials and TLS (Security.Options).
+func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", "err", err)
@@ -31,11 +33,66 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
 		}),
-	)
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Error("nats error", "subscription", sub.Subject, "err", err)
+				return
+			}
+			log.Error("nats error", "err", err)
+		}),
+	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect nats: %w", err)
 	}
 	return nc, nil
+}
+
+// Security is how a process proves to NATS who it is, and checks the
+// server, beyond a user and password in the URL (nats://user:pass@host):
+// at most one of a credentials file or an nkey seed file, and TLS files.
+// Every field is a path; empty ones are not used.
+type Security struct {
+	// CredsFile is a .creds file: a user JWT and its nkey seed (a server
+	// in operator mode, nsc generate creds).
+	CredsFile string
+	// NKeySeedFile holds a user's nkey seed (nk -gen user); the server's
+	// config lists the user's public key.
+	NKeySeedFile string
+	// TLSCAFile is the CA that signed the server's certificate (PEM). With
+	// it the connection requires TLS.
+	TLSCAFile string
+	// TLSCertFile and TLSKeyFile are a client certificate and its key
+	// (PEM), for a server that verifies clients (mutual TLS).
+	TLSCertFile, TLSKeyFile string
+}
+
+// Options returns the nats.go options of s. It reads the nkey seed and
+// checks the CA file at once; nats.go rereads the TLS files at every
+// connect, so renewed certificates are picked up on reconnect.
+func (s Security) Options() ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case s.CredsFile != "" && s.NKeySeedFile != "":
+		return nil, errors.New("nats: a creds file and an nkey seed file are two identities; give one")
+	case s.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(s.CredsFile))
+	case s.NKeySeedFile != "":
+		o, err := nats.NkeyOptionFromSeed(s.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats nkey seed %s: %w", s.NKeySeedFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if s.TLSCAFile != "" {
+		opts = append(opts, nats.RootCAs(s.TLSCAFile))
+	}
+	if (s.TLSCertFile == "") != (s.TLSKeyFile == "") {
+		return nil, errors.New("nats: a client certificate needs both its certificate and its key file")
+	}
+	if s.TLSCertFile != "" {
+		opts = append(opts, nats.ClientCert(s.TLSCertFile, s.TLSKeyFile))
+	}
+	return opts, nil
 }
 
 // StreamConfig sets what EnsureStreams creates.

@@ -6,7 +6,11 @@ package redisstore
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,12 +25,20 @@ type Store struct {
 	pipe   *batch.Batcher[pipeRequest, struct{}] // the hot paths' shared pipelines (pipeline.go)
 }
 
-// Open connects to the Redis server at url (redis://host:port/db) and checks
-// that it answers. Every key is written under prefix.
-func Open(ctx context.Context, url, prefix string) (*Store, error) {
+// Open connects to the Redis server at url and checks that it answers.
+// Every key is written under prefix. The URL carries the credentials and
+// TLS: redis://user:password@host:port/db (an ACL user; a password alone is
+// the default user's), rediss:// for TLS, which trusts the system's CAs
+// unless an Option (WithTLSFiles) says otherwise.
+func Open(ctx context.Context, url, prefix string, opts ...Option) (*Store, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	for _, o := range opts {
+		if err := o(opt); err != nil {
+			return nil, err
+		}
 	}
 	opt.PoolSize = 64
 	rdb := redis.NewClient(opt)
@@ -37,6 +49,43 @@ func Open(ctx context.Context, url, prefix string) (*Store, error) {
 		return nil, fmt.Errorf("ping redis: %w", err)
 	}
 	return &Store{rdb: rdb, prefix: prefix, pipe: newPipeBatcher(rdb)}, nil
+}
+
+// An Option changes how Open connects.
+type Option func(*redis.Options) error
+
+// WithTLSFiles makes a rediss:// connection trust the CA in caFile (PEM)
+// instead of the system's, and present the client certificate in certFile
+// and keyFile (PEM; Redis asks for one unless tls-auth-clients is no).
+// Empty names are not used.
+func WithTLSFiles(caFile, certFile, keyFile string) Option {
+	return func(o *redis.Options) error {
+		if o.TLSConfig == nil {
+			return errors.New("redis: TLS files need a rediss:// URL")
+		}
+		if caFile != "" {
+			pem, err := os.ReadFile(caFile)
+			if err != nil {
+				return fmt.Errorf("redis TLS CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("redis TLS CA: no PEM certificate in %s", caFile)
+			}
+			o.TLSConfig.RootCAs = pool
+		}
+		if (certFile == "") != (keyFile == "") {
+			return errors.New("redis: a client certificate needs both its certificate and its key file")
+		}
+		if certFile != "" {
+			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				return fmt.Errorf("redis TLS client certificate: %w", err)
+			}
+			o.TLSConfig.Certificates = []tls.Certificate{cert}
+		}
+		return nil
+	}
 }
 
 // Client returns the underlying client.
