@@ -335,3 +335,25 @@ func describeServerCPU(perOrder *float64, cpu ServerCPU) string {
 	}
 	return line
 }
+
+// cpuRow is one line of the report's table of server CPU.
+type cpuRow struct {
+	Kind, PerOrder, Seconds, Procs string
+}
+
+// cpuRows are the report's table: one row per kind, then the total.
+func cpuRows(s *Summary) []cpuRow {
+	cpu := s.ServerCPU
+	if s.ServerCPUPerOrder == nil {
+		return nil
+	}
+	var rows []cpuRow
+	total := 0
+	for _, kind := range slices.Sorted(maps.Keys(cpu.PerOrderSplit)) {
+		total += cpu.Processes[kind]
+		rows = append(rows, cpuRow{Kind: kind, PerOrder: fmt.Sprint(cpu.PerOrderSplit[kind]),
+			Seconds: fmt.Sprint(cpu.SecondsSplit[kind]), Procs: fmt.Sprint(cpu.Processes[kind])})
+	}
+	return append(rows, cpuRow{Kind: "total", PerOrder: fmt.Sprint(*s.ServerCPUPerOrder),
+		Seconds: fmt.Sprint(*cpu.Seconds), Procs: fmt.Sprint(total)})
+}
