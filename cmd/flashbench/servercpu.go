@@ -83,7 +83,7 @@ func kindOf(comm string) string { return strings.TrimSuffix(comm, "-server") }
 
 // procSelector chooses the server's processes among those of the machine.
 type procSelector struct {
-	names []string // comms of --server-procs
+	names []string // comms of --server-procs (with pids, the kinds a note calls absent)
 	pids  []int    // --server-pids: these and their descendants, instead of names
 }
 
@@ -293,20 +293,17 @@ func (sel procSelector) describe() string {
 }
 
 // gaps notes what the figure may lack: kinds of --server-procs with no
-// process (NATS embedded in orderd counts as orderd), kinds whose
+// process measured (NATS embedded in orderd counts as orderd), kinds whose
 // processes vanished, named pids not found.
 func (m *cpuMeter) gaps(t0, t1 map[string]int64) string {
-	var notes []string
-	if len(m.sel.pids) == 0 {
-		var absent []string
-		for _, n := range m.sel.names {
-			if _, ok := t1[kindOf(n)]; !ok {
-				absent = append(absent, n)
-			}
+	var notes, absent []string
+	for _, n := range m.sel.names {
+		if _, ok := t1[kindOf(n)]; !ok {
+			absent = append(absent, n)
 		}
-		if len(absent) > 0 {
-			notes = append(notes, "no "+strings.Join(absent, ", ")+" process")
-		}
+	}
+	if len(absent) > 0 {
+		notes = append(notes, "no "+strings.Join(absent, ", ")+" process")
 	}
 	for _, kind := range slices.Sorted(maps.Keys(t0)) {
 		if _, ok := t1[kind]; !ok {
