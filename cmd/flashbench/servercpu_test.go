@@ -33,7 +33,9 @@ func TestMain(m *testing.M) {
 // first runs a burner of CHILD ms as its child and reaps it; then it burns
 // until its own CPU time (all its threads, from getrusage) reaches BEFORE
 // ms. With AFTER = 0 it exits there. Otherwise it prints "ready <pid>",
-// waits for SIGUSR1 and burns until BEFORE + AFTER ms, then exits.
+// waits for SIGUSR1 and burns AFTER ms more. Before it exits it prints
+// "spent <µs>": its CPU time since the signal, or in all (the test
+// binary's start, slower with -race, included) without one.
 func burnMain(spec string) int {
 	var ms [3]int
 	for i, f := range strings.Split(spec, ",") {
@@ -48,14 +50,16 @@ func burnMain(spec string) int {
 		}
 	}
 	burnUntil(time.Duration(ms[0]) * time.Millisecond)
-	if ms[1] == 0 {
-		return 0
+	var since time.Duration
+	if ms[1] > 0 {
+		resume := make(chan os.Signal, 1)
+		signal.Notify(resume, syscall.SIGUSR1)
+		fmt.Printf("ready %d\n", os.Getpid())
+		<-resume
+		since = selfCPU()
+		burnUntil(since + time.Duration(ms[1])*time.Millisecond)
 	}
-	resume := make(chan os.Signal, 1)
-	signal.Notify(resume, syscall.SIGUSR1)
-	fmt.Printf("ready %d\n", os.Getpid())
-	<-resume
-	burnUntil(time.Duration(ms[0]+ms[1]) * time.Millisecond)
+	fmt.Printf("spent %d\n", (selfCPU() - since).Microseconds())
 	return 0
 }
 
@@ -137,27 +141,40 @@ func (f *family) tell(t *testing.T) {
 	}
 }
 
-// await reads the family's output until a line starting with prefix and
-// returns the pids of the "ready" lines read on the way.
-func (f *family) await(t *testing.T, prefix string, readies int) []int {
+// awaitReady reads the family's output until n burners are ready and
+// returns their pids.
+func (f *family) awaitReady(t *testing.T, n int) []int {
 	t.Helper()
 	var pids []int
-	for f.lines.Scan() {
-		line := f.lines.Text()
-		if pid, ok := strings.CutPrefix(line, "ready "); ok {
+	for len(pids) < n && f.lines.Scan() {
+		if pid, ok := strings.CutPrefix(f.lines.Text(), "ready "); ok {
 			p, _ := strconv.Atoi(pid)
 			pids = append(pids, p)
-			if prefix == "ready" && len(pids) == readies {
-				return pids
-			}
-			continue
-		}
-		if strings.HasPrefix(line, prefix) {
-			return pids
 		}
 	}
-	t.Fatalf("the family ended before %q: %v", prefix, f.lines.Err())
-	return nil
+	if len(pids) < n {
+		t.Fatalf("%d burners ready, want %d: %v", len(pids), n, f.lines.Err())
+	}
+	return pids
+}
+
+// awaitReaped reads the family's output until the shell has reaped its
+// burners and returns the CPU time they said they spent in the window.
+func (f *family) awaitReaped(t *testing.T) time.Duration {
+	t.Helper()
+	var spent time.Duration
+	for f.lines.Scan() {
+		line := f.lines.Text()
+		if us, ok := strings.CutPrefix(line, "spent "); ok {
+			n, _ := strconv.ParseInt(us, 10, 64)
+			spent += time.Duration(n) * time.Microsecond
+		}
+		if line == "reaped" {
+			return spent
+		}
+	}
+	t.Fatalf("the family ended before reaping: %v", f.lines.Err())
+	return 0
 }
 
 // briefRule is the accounting that counts cutime + cstime for the roots of
@@ -186,10 +203,10 @@ func sumTicks(c cpuSample) int64 {
 }
 
 // TestServerCPUCountsReapedChildrenOnce runs real processes that spend a
-// known amount of CPU and checks the accounting of the window between two
-// samples against it, within a loose tolerance (ticks are 10 ms, a Go
-// process spends a little starting and exiting, the shell a little
-// forking). Nothing is timed: only CPU time is compared.
+// known amount of CPU (each says how much, from getrusage) and checks the
+// accounting of the window between two samples against it, within a loose
+// tolerance (ticks are 10 ms, a Go process spends a little exiting, the
+// shell a little forking). Nothing is timed: only CPU time is compared.
 func TestServerCPUCountsReapedChildrenOnce(t *testing.T) {
 	const n, window = 3, 200 // burners; ms of CPU each spends in the window
 	byName := procSelector{names: []string{"fbshell", "fbburn"}}
@@ -222,7 +239,7 @@ func TestServerCPUCountsReapedChildrenOnce(t *testing.T) {
 			var pids []int
 			if tt.startedBefore {
 				f.tell(t)
-				pids = f.await(t, "ready", n)
+				pids = f.awaitReady(t, n)
 			}
 			first, err := sel.sample(proc)
 			if err != nil {
@@ -237,14 +254,17 @@ func TestServerCPUCountsReapedChildrenOnce(t *testing.T) {
 			} else {
 				f.tell(t)
 			}
-			f.await(t, "reaped", 0)
+			spent := f.awaitReaped(t)
 			second, err := sel.sample(proc)
 			if err != nil {
 				t.Fatal(err)
 			}
 
 			got := float64(sumTicks(second)-sumTicks(first)) * 1000 / clkTck
-			want := float64(n * window)
+			want := float64(spent.Milliseconds())
+			if want < n*window {
+				t.Fatalf("the burners say they spent %.0f ms in the window, want at least %d", want, n*window)
+			}
 			tolerance := 0.15*want + 100
 			t.Logf("%d processes at the first sample, %d at the second; %.0f ms counted, %.0f ms spent", len(first.procs), len(second.procs), got, want)
 			if math.Abs(got-want) > tolerance {
