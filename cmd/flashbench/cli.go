@@ -44,6 +44,8 @@ type Config struct {
 	JSONOnly    bool
 	Hold        time.Duration // payment hold of the SKUs created; 0 = the server's default
 	Slack       time.Duration // a checkout starting later than this after it was due is late
+	ServerProcs string        // comms of the server's processes, for server_cpu_us_per_order
+	ServerPIDs  string        // the server's processes by pid (and their descendants), instead
 }
 
 // defaultWaiters is the least number of orders awaited at once by
@@ -119,6 +121,9 @@ func (c *Config) validate() error {
 	if c.Wait != "poll" && c.Wait != "sse" {
 		bad("--wait must be poll or sse")
 	}
+	if _, err := parseServerProcs(c.ServerProcs, c.ServerPIDs); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Hold != 0 && (c.Hold < time.Second || c.Hold > 7*24*time.Hour) {
 		bad("--hold must be 0 or between 1s and 168h")
 	}
@@ -188,6 +193,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.Timeout, "timeout", 60*time.Second, "how long after the last checkout to wait for final statuses (later ones are lost)")
 	fs.BoolVar(&c.JSONOnly, "json-only", false, "no progress bar, only the JSON line")
 	fs.DurationVar(&c.Hold, "hold", time.Hour, "payment hold of the SKUs created, so confirmed orders do not expire during the run (0 = server default)")
+	fs.StringVar(&c.ServerProcs, "server-procs", defaultServerProcs, "the server's processes by name (/proc/<pid>/comm), whose CPU per order is measured during the sale; none = not measured")
+	fs.StringVar(&c.ServerPIDs, "server-pids", "", "the server's processes by pid, with their descendants, instead of --server-procs (comma-separated)")
 	fs.DurationVar(&c.Slack, "late-after", 10*time.Millisecond, "open model: a checkout that starts later than this after it was due counts as late")
 
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {

@@ -98,6 +98,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	bar.finish()
 
 	s := summarize(r)
+	if r.cpu != nil {
+		logf("%s", describeServerCPU(s.ServerCPUPerOrder, s.ServerCPU))
+	}
 	switch {
 	case ctx.Err() != nil:
 		s.addChecks(fail(CheckCompleted, "interrupted: the guarantees were not verified"))

@@ -22,7 +22,10 @@ import (
 // for every numeric key (or only --keys, in that order of preference), the
 // median of its values over all lines, and "runs", the number of objects
 // read. With an even number of values the median is the mean of the two
-// middle ones.
+// middle ones. A number inside an object is named by its path:
+// "server_cpu_us_per_order_split.orderd". A key of --keys that ends in "?"
+// is left out when no line has it (the server CPU, not measured when the
+// server runs elsewhere); any other key missing is an error.
 
 // medianOf returns the median of xs (0 for none), without changing xs.
 func medianOf(xs []float64) float64 {
@@ -54,13 +57,21 @@ func collectNumbers(r io.Reader, into map[string][]float64) (int, error) {
 			continue
 		}
 		runs++
-		for k, v := range m {
-			if f, ok := v.(float64); ok {
-				into[k] = append(into[k], f)
-			}
-		}
+		addNumbers("", m, into)
 	}
 	return runs, sc.Err()
+}
+
+// addNumbers collects the numbers of m, those of nested objects by path.
+func addNumbers(prefix string, m map[string]any, into map[string][]float64) {
+	for k, v := range m {
+		switch v := v.(type) {
+		case float64:
+			into[prefix+k] = append(into[prefix+k], v)
+		case map[string]any:
+			addNumbers(prefix+k+".", v, into)
+		}
+	}
 }
 
 // Medians is the median of each numeric key over runs JSON objects.
@@ -108,13 +119,18 @@ func computeMedians(readers []io.Reader, keys []string) (Medians, error) {
 		}
 		sort.Strings(keys)
 	}
-	m := Medians{Runs: runs, Values: map[string]float64{}, keys: keys}
+	m := Medians{Runs: runs, Values: map[string]float64{}}
 	for _, k := range keys {
+		k, optional := strings.CutSuffix(k, "?")
 		v, ok := vals[k]
-		if !ok {
+		switch {
+		case !ok && optional:
+			continue
+		case !ok:
 			return Medians{}, fmt.Errorf("no numeric value of %q in the input", k)
 		}
 		m.Values[k] = medianOf(v)
+		m.keys = append(m.keys, k)
 	}
 	return m, nil
 }
@@ -123,7 +139,7 @@ func computeMedians(readers []io.Reader, keys []string) (Medians, error) {
 func runMedian(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("flashbench median", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keys := fs.String("keys", "", "comma-separated keys to report (default: every numeric key)")
+	keys := fs.String("keys", "", "comma-separated keys to report, a.b for b inside a, k? for a key that may be missing (default: every numeric key)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: flashbench median [--keys k1,k2] FILE...\n\nPrints one JSON object: the median of each numeric key over the JSON lines of the files (- is stdin), and runs.\n\nFlags:\n")
 		fs.PrintDefaults()

@@ -69,6 +69,21 @@ func TestComputeMedians(t *testing.T) {
 	if b, _ := json.Marshal(m); string(b) != `{"runs":3,"rss_kb":60000,"accept_per_s":2000}` {
 		t.Errorf("JSON with keys %s", b)
 	}
+	m, err = computeMedians([]io.Reader{strings.NewReader(in)}, []string{"accept_per_s", "nope?", "cpu.orderd?"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(m); string(b) != `{"runs":3,"accept_per_s":2000}` {
+		t.Errorf("JSON with optional keys missing %s", b)
+	}
+	nested := `{"cpu":{"orderd":300,"nats":10},"x":1}` + "\n" + `{"cpu":{"orderd":100},"x":2}` + "\n" + `{"x":3}`
+	m, err = computeMedians([]io.Reader{strings.NewReader(nested)}, []string{"cpu.orderd?", "cpu.nats?", "cpu.redis?"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(m); string(b) != `{"runs":3,"cpu.orderd":200,"cpu.nats":10}` {
+		t.Errorf("JSON of nested keys %s", b)
+	}
 	if _, err := computeMedians([]io.Reader{strings.NewReader(in)}, []string{"nope"}); err == nil {
 		t.Error("a missing key is not an error")
 	}

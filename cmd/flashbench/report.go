@@ -31,6 +31,9 @@ type reportData struct {
 	Generated string
 	Summary   []reportRow
 	Checks    []reportCheck
+	CPU       []cpuRow // the server's CPU per order, by process kind; the total last
+	CPUNote   string
+	CPUWindow string
 	Charts    []template.HTML
 	JSON      string
 }
@@ -65,6 +68,13 @@ pre { background: #f6f6f6; padding: 8px; white-space: pre-wrap; word-break: brea
 <tr><th>check</th><th>result</th></tr>
 {{range .Checks}}<tr><td>{{.Name}}</td><td class="{{if .Failed}}failed{{else}}ok{{end}}">{{.Result}}</td></tr>
 {{end}}</table>{{else}}<p>No checks for this scenario.</p>{{end}}
+{{if or .CPU .CPUNote}}<h2>Server CPU per order</h2>
+{{if .CPU}}<p>User + system CPU of the server's processes (/proc) from the first checkout sent to the last answered ({{.CPUWindow}} s), divided by the orders decided.</p>
+<table>
+<tr><th>processes</th><th>µs per order</th><th>CPU seconds</th><th>processes seen</th></tr>
+{{range .CPU}}<tr><td>{{.Kind}}</td><td class="num">{{.PerOrder}}</td><td class="num">{{.Seconds}}</td><td class="num">{{.Procs}}</td></tr>
+{{end}}</table>{{end}}
+{{if .CPUNote}}<p>{{.CPUNote}}</p>{{end}}{{end}}
 <h2>Charts</h2>
 {{range .Charts}}{{.}}
 {{end}}
@@ -112,6 +122,10 @@ func renderReport(w io.Writer, s *Summary, tl Timeline, now time.Time) error {
 		d.Checks = append(d.Checks, reportCheck{Name: n, Result: s.Checks[n], Failed: strings.HasPrefix(s.Checks[n], "FAILED")})
 	}
 	d.Summary = summaryRows(s)
+	d.CPU, d.CPUNote = cpuRows(s), s.ServerCPU.Note
+	if s.ServerCPU.WindowS != nil {
+		d.CPUWindow = fmt.Sprint(*s.ServerCPU.WindowS)
+	}
 	d.Charts = charts(s.Scenario, tl)
 	return reportTmpl.Execute(w, d)
 }

@@ -17,6 +17,11 @@ func TestReportRenders(t *testing.T) {
 			r.cfg.Scenario = scenario
 			s := summarize(r)
 			s.addChecks(fail(CheckStockConservation, "SKU x: <3 & 4>"))
+			per, secs, window := 812.5, 3.25, 4.1
+			s.ServerCPUPerOrder = &per
+			s.ServerCPU = ServerCPU{PerOrderSplit: map[string]float64{"orderd": 600, "postgres": 212.5},
+				SecondsSplit: map[string]float64{"orderd": 2.4, "postgres": 0.85}, Seconds: &secs, WindowS: &window,
+				Processes: map[string]int{"orderd": 1, "postgres": 9}, Note: "no redis-server, nats-server process"}
 			var buf bytes.Buffer
 			if err := renderReport(&buf, s, buildTimeline(r.start, r.end.Sub(r.start), r.outs, r.stock), time.Now()); err != nil {
 				t.Fatal(err)
@@ -49,6 +54,12 @@ func TestReportRenders(t *testing.T) {
 			for _, re := range []string{`(?i)<script`, `(?i)\bsrc=`, `(?i)<link`, `(?i)url\(`, `(?i)@import`, `(?i)href=`, `(?i)https?://`} {
 				if m := regexp.MustCompile(re).FindString(page); m != "" {
 					t.Errorf("the page references something outside it: %q", m)
+				}
+			}
+			for _, want := range []string{"Server CPU per order", "<td>postgres</td><td class=\"num\">212.5</td><td class=\"num\">0.85</td><td class=\"num\">9</td>",
+				"<td>total</td><td class=\"num\">812.5</td>", "no redis-server, nats-server process"} {
+				if !strings.Contains(page, want) {
+					t.Errorf("the page has no %q", want)
 				}
 			}
 			if !strings.Contains(page, "FAILED: SKU x: &lt;3 &amp; 4&gt;") {

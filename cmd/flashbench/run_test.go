@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -186,4 +187,34 @@ func TestRunSweepsOrdersNoWaiterSawDecided(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
 	wantNums(t, m, map[string]float64{"accepted": 6, "confirmed": 3, "rejected": 3, "lost": 0, "decided_after_timeout": 6})
+}
+
+// TestRunMeasuresServerCPU measures the fake API's process (this test's,
+// named by pid) during the sale, and nothing with --server-procs none.
+func TestRunMeasuresServerCPU(t *testing.T) {
+	_, srv := newFakeAPI(t, testSecret)
+	code, m, stderr := runBench(t, srv.URL, "hot-sku", "--stock", "20", "--buyers", "200", "--concurrency", "8",
+		"--server-procs", "none", "--server-pids", fmt.Sprint(os.Getpid()))
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	kind := kindOf(filepath.Base(os.Args[0]))
+	if len(kind) > 15 {
+		kind = kind[:15] // comm is the first 15 bytes of the name
+	}
+	if _, ok := m["server_cpu_us_per_order"].(float64); !ok {
+		t.Errorf("no server_cpu_us_per_order: %v", m)
+	}
+	split, _ := m["server_cpu_us_per_order_split"].(map[string]any)
+	procs, _ := m["server_cpu_processes"].(map[string]any)
+	if _, ok := split[kind]; !ok || procs[kind] != 1.0 || m["server_cpu_note"] != nil {
+		t.Errorf("split %v processes %v note %v, want %s alone", split, procs, m["server_cpu_note"], kind)
+	}
+
+	_, m, _ = runBench(t, srv.URL, "hot-sku", "--stock", "2", "--buyers", "4", "--server-procs", "none")
+	for k := range m {
+		if strings.HasPrefix(k, "server_cpu") {
+			t.Errorf("--server-procs none: %s in the JSON line", k)
+		}
+	}
 }

@@ -66,6 +66,7 @@ type runner struct {
 	stock    []StockSample
 
 	accepted, decided, failed, lastStock atomic.Int64 // live counters for the progress bar
+	cpu                                  *cpuMeter    // the server's CPU during the sale; nil: not measured
 }
 
 // newRunID returns a short random id that makes the run's user ids unique.
@@ -78,7 +79,11 @@ func newRunID() string {
 }
 
 func newRunner(cfg Config, api *client) *runner {
-	return &runner{cfg: cfg, api: api, runID: newRunID()}
+	r := &runner{cfg: cfg, api: api, runID: newRunID()}
+	if sel, err := parseServerProcs(cfg.ServerProcs, cfg.ServerPIDs); err == nil && !measuresOnly(cfg.Scenario) {
+		r.cpu = newCPUMeter(sel)
+	}
+	return r
 }
 
 // userPrefix starts the user id of every buyer of the run.
@@ -224,6 +229,7 @@ func (r *runner) load(ctx context.Context) {
 	var waiters sync.WaitGroup
 	slots := make(chan struct{}, r.cfg.Waiters)
 
+	r.cpu.begin() // the server's CPU from the first checkout sent (servercpu.go)
 	r.start = time.Now()
 	stopPoll := r.pollStock(ctx)
 	r.schedule = plan.Run(ctx, r.start, func(ctx context.Context, i int, due time.Time) {
@@ -242,6 +248,7 @@ func (r *runner) load(ctx context.Context) {
 		}
 	})
 	r.loadEnd = time.Now()
+	r.cpu.end() // to the last checkout answered
 	timer := time.AfterFunc(r.cfg.Timeout, cancelWait)
 	waiters.Wait()
 	timer.Stop()

@@ -29,6 +29,9 @@ type Summary struct {
 	AcceptP99   float64 `json:"accept_p99_ms"`
 	DecideP50   float64 `json:"decide_p50_ms"`
 	DecideP99   float64 `json:"decide_p99_ms"`
+	// ServerCPUPerOrder is the server's CPU µs per order decided
+	// (servercpu.go); omitted when not measured.
+	ServerCPUPerOrder *float64 `json:"server_cpu_us_per_order,omitempty"`
 
 	Errors        int               `json:"errors"`  // requests never answered as expected (after retries)
 	Retries       int64             `json:"retries"` // requests sent again (429, 503, 409 in flight, transport errors)
@@ -65,6 +68,7 @@ type Summary struct {
 	PreviewPS  float64        `json:"preview_per_s,omitempty"`
 	PreviewP50 float64        `json:"preview_p50_ms,omitempty"`
 	PreviewP99 float64        `json:"preview_p99_ms,omitempty"`
+	ServerCPU                 // its split, seconds and note
 }
 
 // JSON returns the summary as one line.
@@ -180,6 +184,7 @@ func summarize(r *runner) *Summary {
 		left := r.stock[n-1].Left
 		s.StockLeft = &left
 	}
+	s.ServerCPUPerOrder, s.ServerCPU = r.cpu.result(s.Confirmed + s.Rejected)
 	return s
 }
 
