@@ -16,6 +16,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
+	"github.com/pressly/goose/v3/lock"
 
 	"github.com/flashsale/orderd/migrations"
 	"github.com/flashsale/orderd/pkg/batch"
@@ -75,8 +77,23 @@ func (db *DB) Ping(ctx context.Context) error { return db.PingContext(ctx) }
 
 // Migrate runs a goose command on the embedded migrations: "up", "down",
 // "status", "redo" or "reset". Output (status) goes to out.
+//
+// Up, down and reset hold a PostgreSQL session advisory lock while they run
+// (goose's session locker), so several processes that migrate the same
+// database at once apply each migration once: the first takes the lock, the
+// others wait for it (up to migrateLockWait), then find nothing to do.
+// Status takes no lock and writes nothing (migrateStatus).
 func Migrate(ctx context.Context, db *sql.DB, command string, out io.Writer) error {
-	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	if command == "status" {
+		return migrateStatus(ctx, db, out)
+	}
+	// goose retries pg_try_advisory_lock every period for failureThreshold
+	// times: a waiter notices a released lock within a second.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, uint64(migrateLockWait/time.Second)))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS, goose.WithSessionLocker(locker))
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
@@ -93,21 +110,54 @@ func Migrate(ctx context.Context, db *sql.DB, command string, out io.Writer) err
 	case "reset":
 		_, err := p.DownTo(ctx, 0)
 		return wrapMigrate(err)
-	case "status":
-		st, err := p.Status(ctx)
-		if err != nil {
-			return wrapMigrate(err)
-		}
-		for _, s := range st {
-			applied := "pending"
-			if s.State == goose.StateApplied {
-				applied = "applied " + s.AppliedAt.Format(time.RFC3339)
-			}
-			fmt.Fprintf(out, "%04d  %-24s  %s\n", s.Source.Version, s.Source.Path, applied)
+	}
+	return fmt.Errorf("unknown migrate command %q (want up, down, status or reset)", command)
+}
+
+// migrateLockWait is how long a migration waits for another process's to
+// finish before it gives up.
+const migrateLockWait = 5 * time.Minute
+
+// migrateStatus writes each embedded migration and whether it is applied.
+// goose's own Status creates its version table when it is missing; this
+// looks first, and on a database that has none reports that no migration is
+// applied, so that status never writes.
+func migrateStatus(ctx context.Context, db *sql.DB, out io.Writer) error {
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	store, err := database.NewStore(database.DialectPostgres, goose.DefaultTablename)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	ext, ok := store.(database.StoreExtender)
+	if !ok {
+		return fmt.Errorf("migrations: goose's postgres store cannot tell whether %s exists", goose.DefaultTablename)
+	}
+	exists, err := ext.TableExists(ctx, db)
+	if err != nil {
+		return fmt.Errorf("migrate status: %w", err)
+	}
+	if !exists {
+		fmt.Fprintf(out, "no migrations applied (no %s table)\n", goose.DefaultTablename)
+		for _, s := range p.ListSources() {
+			fmt.Fprintf(out, "%04d  %-24s  pending\n", s.Version, s.Path)
 		}
 		return nil
 	}
-	return fmt.Errorf("unknown migrate command %q (want up, down, status or reset)", command)
+	st, err := p.Status(ctx)
+	if err != nil {
+		return wrapMigrate(err)
+	}
+	for _, s := range st {
+		applied := "pending"
+		if s.State == goose.StateApplied {
+			applied = "applied " + s.AppliedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(out, "%04d  %-24s  %s\n", s.Source.Version, s.Source.Path, applied)
+	}
+	return nil
 }
 
 func wrapMigrate(err error) error {
