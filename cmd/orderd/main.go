@@ -11,6 +11,7 @@
 //	orderd probe     [--url URL]: exit 0 if URL answers 2xx (container healthcheck)
 //	orderd pay       --order ID: send a signed payment webhook for an order (development)
 //	orderd reconcile stock counters against orders and events; exit 1 on drift
+//	orderd version   the module version and VCS revision (also --version)
 //
 // Every option is a flag and an environment variable; `orderd CMD --help`
 // lists them with their defaults.
@@ -81,6 +82,7 @@ Commands:
   probe     [--url http://127.0.0.1:8080/readyz]: exit 0 if the URL answers 2xx
   pay       --order ID [--url URL] [--amount N --currency EUR] [--provider-ref REF]: send a signed payment webhook
   reconcile compare stock counters with orders and events; exit 1 on drift
+  version   the module version and VCS revision of this binary (also --version)
   help      this text; "orderd help CMD" or "orderd CMD --help" lists CMD's options
 
 Every option is a flag and an environment variable (the flag wins).
@@ -92,7 +94,8 @@ Every option is a flag and an environment variable (the flag wins).
 // migration status, help) goes to stdout.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	name := "serve"
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "" || args[0][0] != '-') {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" ||
+		args[0] == "-version" || args[0] == "--version" || args[0] == "" || args[0][0] != '-') {
 		name, args = args[0], args[1:]
 	}
 	switch name {
@@ -104,6 +107,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "pay":
 		return runPay(ctx, args, stdout)
+	case "version", "-version", "--version":
+		return runVersion(args, stdout)
 	}
 	var cmd *command
 	for i := range commands {
