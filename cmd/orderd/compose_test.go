@@ -63,7 +63,7 @@ func TestComposeServices(t *testing.T) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	want := []string{"api", "migrate", "nats", "postgres", "redis", "worker"}
+	want := []string{"api", "grafana", "migrate", "nats", "postgres", "prometheus", "redis", "worker"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("services = %q, want %q", names, want)
 	}
@@ -107,12 +107,17 @@ func TestComposeServices(t *testing.T) {
 		t.Errorf("worker replicas = %d, want 2", r)
 	}
 
-	// Only the ingress is published, on 8080.
+	// Only the ingress is published to the network, on 8080; Grafana and
+	// Prometheus on the host's loopback alone.
 	for name, s := range c.Services {
 		switch {
 		case name == "api":
 			if len(s.Ports) != 1 || !strings.HasSuffix(s.Ports[0], ":8080") {
 				t.Errorf("api ports = %q, want one mapping to 8080", s.Ports)
+			}
+		case name == "grafana" || name == "prometheus":
+			if len(s.Ports) != 1 || !strings.HasPrefix(s.Ports[0], "127.0.0.1:") {
+				t.Errorf("%s ports = %q, want one mapping on 127.0.0.1", name, s.Ports)
 			}
 		case len(s.Ports) > 0:
 			t.Errorf("%s publishes ports %q; only api should", name, s.Ports)
