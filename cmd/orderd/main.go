@@ -6,7 +6,7 @@
 //	orderd serve     ingress + workers + relay in one process (the default)
 //	orderd api       ingress only
 //	orderd worker    workers + relay only
-//	orderd migrate   up | down | status
+//	orderd migrate   up | down | status | wait
 //	orderd token     --sub USER [--admin] [--ttl 24h]: mint a development JWT
 //	orderd probe     [--url URL]: exit 0 if URL answers 2xx (container healthcheck)
 //	orderd pay       --order ID: send a signed payment webhook for an order (development)
@@ -53,7 +53,7 @@ var commands = []command{
 	{RoleServe, "usage: orderd serve [options]\n\nRuns the ingress, the partition workers and the outbox relay in one process.\nWith NATS_URL empty it starts an embedded NATS server with JetStream.", serveRole(RoleServe)},
 	{RoleAPI, "usage: orderd api [options]\n\nRuns the HTTP ingress only, against the NATS server at NATS_URL.", serveRole(RoleAPI)},
 	{RoleWorker, "usage: orderd worker [options]\n\nRuns the partition workers and the outbox relay only, against the NATS server at NATS_URL.", serveRole(RoleWorker)},
-	{RoleMigrate, "usage: orderd migrate [options] up|down|status\n\nApplies (up), rolls back one (down) or lists (status) the database migrations.", runMigrate},
+	{RoleMigrate, "usage: orderd migrate [options] up|down|status|wait\n\nApplies (up), rolls back one (down) or lists (status) the database migrations,\nor waits until another process has applied them all (wait; reads only).", runMigrate},
 	{RoleToken, "usage: orderd token [options] --sub USER\n\nPrints a development JWT for USER, signed with JWT_SECRET.", runToken},
 	{RoleProbe, "usage: orderd probe [options]\n\nGETs --url and exits 0 if it answers 2xx: a container healthcheck.", runProbe},
 	{RoleReconcile, "usage: orderd reconcile [options]\n\nPrints, per SKU, what the stock counter says was taken (initial + restocked - stock),\nwhat confirmed and paid orders hold, what undecided multi-partition orders reserve,\nand what the ORDER_EVENTS stream counts; exits 1 if any SKU drifts.", runReconcile},
@@ -77,7 +77,7 @@ Commands:
   serve     ingress + workers + outbox relay in one process (the default)
   api       HTTP ingress only
   worker    partition workers + outbox relay only
-  migrate   up | down | status: the database migrations
+  migrate   up | down | status | wait: the database migrations (wait: until another process applied them)
   token     --sub USER [--admin] [--ttl 24h]: print a development JWT
   probe     [--url http://127.0.0.1:8080/readyz]: exit 0 if the URL answers 2xx
   pay       --order ID [--url URL] [--amount N --currency EUR] [--provider-ref REF]: send a signed payment webhook

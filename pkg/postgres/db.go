@@ -82,7 +82,7 @@ func (db *DB) Ping(ctx context.Context) error { return db.PingContext(ctx) }
 // (goose's session locker), so several processes that migrate the same
 // database at once apply each migration once: the first takes the lock, the
 // others wait for it (up to migrateLockWait), then find nothing to do.
-// Status takes no lock and writes nothing (migrateStatus).
+// Status takes no lock and writes nothing (migrationStates).
 func Migrate(ctx context.Context, db *sql.DB, command string, out io.Writer) error {
 	if command == "status" {
 		return migrateStatus(ctx, db, out)
@@ -119,36 +119,13 @@ func Migrate(ctx context.Context, db *sql.DB, command string, out io.Writer) err
 const migrateLockWait = 5 * time.Minute
 
 // migrateStatus writes each embedded migration and whether it is applied.
-// goose's own Status creates its version table when it is missing; this
-// looks first, and on a database that has none reports that no migration is
-// applied, so that status never writes.
 func migrateStatus(ctx context.Context, db *sql.DB, out io.Writer) error {
-	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	st, versioned, err := migrationStates(ctx, db)
 	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
+		return err
 	}
-	store, err := database.NewStore(database.DialectPostgres, goose.DefaultTablename)
-	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
-	}
-	ext, ok := store.(database.StoreExtender)
-	if !ok {
-		return fmt.Errorf("migrations: goose's postgres store cannot tell whether %s exists", goose.DefaultTablename)
-	}
-	exists, err := ext.TableExists(ctx, db)
-	if err != nil {
-		return fmt.Errorf("migrate status: %w", err)
-	}
-	if !exists {
+	if !versioned {
 		fmt.Fprintf(out, "no migrations applied (no %s table)\n", goose.DefaultTablename)
-		for _, s := range p.ListSources() {
-			fmt.Fprintf(out, "%04d  %-24s  pending\n", s.Version, s.Path)
-		}
-		return nil
-	}
-	st, err := p.Status(ctx)
-	if err != nil {
-		return wrapMigrate(err)
 	}
 	for _, s := range st {
 		applied := "pending"
@@ -158,6 +135,59 @@ func migrateStatus(ctx context.Context, db *sql.DB, out io.Writer) error {
 		fmt.Fprintf(out, "%04d  %-24s  %s\n", s.Source.Version, s.Source.Path, applied)
 	}
 	return nil
+}
+
+// PendingMigrations returns how many of the embedded migrations the
+// database has not applied. It reads and writes nothing else, takes no
+// lock, and works with a role that may not change the schema: a process
+// waits with it for the migrations another one runs (orderd migrate wait).
+func PendingMigrations(ctx context.Context, db *sql.DB) (int, error) {
+	st, _, err := migrationStates(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range st {
+		if s.State != goose.StateApplied {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// migrationStates returns each embedded migration's state, and whether the
+// database has goose's version table at all. goose's own Status creates
+// that table when it is missing; this looks first, and on a database that
+// has none reports every migration pending, so that it never writes.
+func migrationStates(ctx context.Context, db *sql.DB) ([]*goose.MigrationStatus, bool, error) {
+	p, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS)
+	if err != nil {
+		return nil, false, fmt.Errorf("migrations: %w", err)
+	}
+	store, err := database.NewStore(database.DialectPostgres, goose.DefaultTablename)
+	if err != nil {
+		return nil, false, fmt.Errorf("migrations: %w", err)
+	}
+	ext, ok := store.(database.StoreExtender)
+	if !ok {
+		return nil, false, fmt.Errorf("migrations: goose's postgres store cannot tell whether %s exists", goose.DefaultTablename)
+	}
+	exists, err := ext.TableExists(ctx, db)
+	if err != nil {
+		return nil, false, fmt.Errorf("migrate status: %w", err)
+	}
+	if !exists {
+		var st []*goose.MigrationStatus
+		for _, s := range p.ListSources() {
+			st = append(st, &goose.MigrationStatus{Source: s, State: goose.StatePending})
+		}
+		return st, false, nil
+	}
+	st, err := p.Status(ctx)
+	if err != nil {
+		return nil, true, fmt.Errorf("migrate status: %w", err)
+	}
+	return st, true, nil
 }
 
 func wrapMigrate(err error) error {
