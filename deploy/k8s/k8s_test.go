@@ -576,3 +576,82 @@ func TestExternalServices(t *testing.T) {
 		}
 	}
 }
+
+// The overlay docs/operations.md shows builds on this base and does what
+// it says: the shop's image, and the postgres and redis Services pointing
+// at the shop's servers.
+func TestDocumentedOverlay(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs/operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n\\s*# overlays/shop/kustomization.yaml\n(.*?)```").FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("docs/operations.md shows no overlays/shop/kustomization.yaml")
+	}
+	overlay := regexp.MustCompile(`(?m)^ {3}`).ReplaceAll(m[1], nil) // the list item's indent
+	// The repository's layout in memory: the base at deploy/k8s, the
+	// overlay at overlays/shop, as the documentation puts them.
+	fs := filesys.MakeFsInMemory()
+	files, err := filepath.Glob("*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fs.WriteFile(filepath.Join("/repo/deploy/k8s", f), raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fs.WriteFile("/repo/overlays/shop/kustomization.yaml", overlay); err != nil {
+		t.Fatal(err)
+	}
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fs, "/repo/overlays/shop")
+	if err != nil {
+		t.Fatalf("kustomize build of the documented overlay: %v\n%s", err, overlay)
+	}
+	var images, external []string
+	for _, r := range res.Resources() {
+		raw, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch r.GetKind() {
+		case "Deployment", "Job":
+			var d struct {
+				Spec struct {
+					Template corev1.PodTemplateSpec `json:"template"`
+				} `json:"spec"`
+			}
+			if err := json.Unmarshal(raw, &d); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range allContainers(&d.Spec.Template.Spec) {
+				images = append(images, c.Image)
+			}
+		case "Service":
+			var s corev1.Service
+			if err := json.Unmarshal(raw, &s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Spec.Type == corev1.ServiceTypeExternalName {
+				external = append(external, s.Name+"="+s.Spec.ExternalName)
+			}
+		}
+	}
+	slices.Sort(external)
+	if want := []string{"postgres=db.internal.example", "redis=cache.internal.example"}; !slices.Equal(external, want) {
+		t.Errorf("the overlay's external services %q, want %q", external, want)
+	}
+	for _, img := range images {
+		if !strings.HasPrefix(img, "registry.example.com/shop/orderd:") {
+			t.Errorf("the overlay runs image %q, not the shop's", img)
+		}
+	}
+	if len(images) != 5 { // api and worker with their init containers, the Job
+		t.Errorf("the overlay has %d containers, want 5: %q", len(images), images)
+	}
+}
