@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"debug/buildinfo"
+	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -82,7 +82,11 @@ func TestVersionOfBuiltBinary(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "orderd")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// go test exports GOROOT: build with the toolchain that runs the test.
+	goBin := "go"
+	if root := os.Getenv("GOROOT"); root != "" {
+		goBin = filepath.Join(root, "bin", "go")
+	}
 	// -buildvcs=auto overrides a GOFLAGS=-buildvcs=false: in a git checkout
 	// the revision is recorded; elsewhere (a git worktree, a tarball) not.
 	build := exec.Command(goBin, "build", "-buildvcs=auto", "-o", bin, ".")
