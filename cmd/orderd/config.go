@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/flashsale/orderd/pkg/auth"
 	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/redisstore"
 )
@@ -77,6 +78,14 @@ type Config struct {
 	ShippingFee          int64
 	PublishTimeout       time.Duration
 	PublishBatch         bool
+
+	// How bearer tokens are verified besides JWTSecret (authConfig).
+	JWTJWKSURL    string
+	OIDCIssuerURL string
+	JWTIssuer     string
+	JWTAudience   string
+	JWTAdminClaim string
+	JWTCacheSize  int
 
 	CheckoutRate         float64
 	CheckoutBurst        int
@@ -210,8 +219,26 @@ var options = []option{
 		usage: "listen address of a worker process's /metrics, /healthz and /readyz (empty: none); serve and api expose them on HTTP_ADDR", roles: []Role{RoleWorker},
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.MetricsAddr) }},
 	{flag: "jwt-secret", env: "JWT_SECRET", def: "", secret: true,
-		usage: fmt.Sprintf("HS256 secret of the bearer tokens (required, at least %d bytes)", MinSecretLen), roles: []Role{RoleServe, RoleAPI, RoleToken},
+		usage: fmt.Sprintf("HS256 secret of the bearer tokens (at least %d bytes); required unless JWT_JWKS_URL or OIDC_ISSUER_URL is set, and refused with either", MinSecretLen), roles: []Role{RoleServe, RoleAPI, RoleToken},
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.JWTSecret) }},
+	{flag: "jwt-jwks-url", env: "JWT_JWKS_URL", def: "",
+		usage: "your identity provider's JWK Set: verify its RS256, ES256 and EdDSA tokens (not HS256 ones) with its keys, refreshed every 5m and on an unknown kid; https (plain http only to a loopback address); needs JWT_ISSUER and JWT_AUDIENCE", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.JWTJWKSURL) }},
+	{flag: "oidc-issuer-url", env: "OIDC_ISSUER_URL", def: "",
+		usage: "your OpenID Connect issuer: like JWT_JWKS_URL, with the JWK Set named by <issuer>/.well-known/openid-configuration, whose issuer must equal this URL exactly; needs JWT_AUDIENCE", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.OIDCIssuerURL) }},
+	{flag: "jwt-issuer", env: "JWT_ISSUER", def: "",
+		usage: "the iss every token must carry (default OIDC_ISSUER_URL; required with JWT_JWKS_URL); with JWT_SECRET, checked when set, and written by orderd token", roles: []Role{RoleServe, RoleAPI, RoleToken},
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.JWTIssuer) }},
+	{flag: "jwt-audience", env: "JWT_AUDIENCE", def: "",
+		usage: "an aud every token must include (required with JWT_JWKS_URL or OIDC_ISSUER_URL); with JWT_SECRET, checked when set, and written by orderd token", roles: []Role{RoleServe, RoleAPI, RoleToken},
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.JWTAudience) }},
+	{flag: "jwt-admin-claim", env: "JWT_ADMIN_CLAIM", def: auth.DefaultAdminClaim,
+		usage: "which claims make a token an admin's: comma-separated rules, any one enough; name: the claim is true (admin); name=value: the claim is a string with value among its space-separated words (scope=orders:admin) or an array containing value (roles=admin); a dotted name reaches into nested objects (realm_access.roles=admin)", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*stringValue)(&c.JWTAdminClaim) }},
+	{flag: "jwt-cache-size", env: "JWT_CACHE_SIZE", def: strconv.Itoa(auth.DefaultCacheSize),
+		usage: "verified tokens remembered until they expire (an LRU, about 250 bytes each); 0: none", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.JWTCacheSize) }},
 	{flag: "payment-webhook-secret", env: "PAYMENT_WEBHOOK_SECRET", def: "", secret: true,
 		usage: "HMAC-SHA256 secret of the payment provider's webhook signatures (empty: POST /v1/payments/webhook answers 503)", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*stringValue)(&c.PaymentWebhookSecret) }},
@@ -441,12 +468,7 @@ func (c *Config) Validate(role Role) error {
 		}
 	}
 	if uses("jwt-secret") {
-		switch {
-		case c.JWTSecret == "":
-			bad("JWT_SECRET is required (`make run` sets a development one)")
-		case len(c.JWTSecret) < MinSecretLen:
-			bad("JWT_SECRET must be at least %d bytes, not %d", MinSecretLen, len(c.JWTSecret))
-		}
+		errs = append(errs, c.validateTokens(uses)...)
 	}
 	if uses("dev") && !c.Dev {
 		errs = append(errs, c.productionSecretErrors()...)
@@ -623,6 +645,76 @@ func (c *Config) syncAlways() (bool, error) {
 	return false, nil
 }
 
+// validateTokens checks the options of how bearer tokens are verified:
+// exactly one way, HS256 with JWT_SECRET or the identity provider's keys.
+func (c *Config) validateTokens(uses func(flag string) bool) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var ways []string
+	for _, w := range []struct{ flag, env, value string }{
+		{"jwt-secret", "JWT_SECRET", c.JWTSecret},
+		{"jwt-jwks-url", "JWT_JWKS_URL", c.JWTJWKSURL},
+		{"oidc-issuer-url", "OIDC_ISSUER_URL", c.OIDCIssuerURL},
+	} {
+		if uses(w.flag) && w.value != "" {
+			ways = append(ways, w.env)
+		}
+	}
+	switch {
+	case len(ways) == 0 && uses("jwt-jwks-url"):
+		bad("JWT_SECRET is required (`make run` sets a development one), or JWT_JWKS_URL or OIDC_ISSUER_URL to verify your identity provider's tokens")
+	case len(ways) == 0:
+		bad("JWT_SECRET is required (`make run` sets a development one)")
+	case len(ways) > 1:
+		bad("%s are set: set one way to verify tokens, JWT_SECRET (HS256) or JWT_JWKS_URL or OIDC_ISSUER_URL", strings.Join(ways, " and "))
+	case ways[0] == "JWT_SECRET":
+		if len(c.JWTSecret) < MinSecretLen {
+			bad("JWT_SECRET must be at least %d bytes, not %d", MinSecretLen, len(c.JWTSecret))
+		}
+	default:
+		keyURL := c.JWTJWKSURL
+		if ways[0] == "OIDC_ISSUER_URL" {
+			keyURL = c.OIDCIssuerURL
+		}
+		if err := auth.CheckKeyURL(keyURL); err != nil {
+			bad("%s: %w", ways[0], err)
+		}
+		if c.JWTAudience == "" {
+			bad("JWT_AUDIENCE is required with %s: your identity provider signs tokens for other services too", ways[0])
+		}
+		if ways[0] == "JWT_JWKS_URL" && c.JWTIssuer == "" {
+			bad("JWT_ISSUER is required with JWT_JWKS_URL: the iss of your identity provider's tokens")
+		}
+	}
+	if uses("jwt-admin-claim") {
+		if _, err := auth.ParseAdminClaim(c.JWTAdminClaim); err != nil {
+			bad("JWT_ADMIN_CLAIM: %w", err)
+		}
+	}
+	if uses("jwt-cache-size") && c.JWTCacheSize < 0 {
+		bad("JWT_CACHE_SIZE must not be negative")
+	}
+	return errs
+}
+
+// authConfig is the bearer tokens' verifier's configuration.
+func (c *Config) authConfig(log *slog.Logger) auth.Config {
+	size := c.JWTCacheSize
+	if size == 0 {
+		size = -1 // JWT_CACHE_SIZE=0: no cache
+	}
+	return auth.Config{
+		Secret:        []byte(c.JWTSecret),
+		JWKSURL:       c.JWTJWKSURL,
+		OIDCIssuerURL: c.OIDCIssuerURL,
+		Issuer:        c.JWTIssuer,
+		Audience:      c.JWTAudience,
+		AdminClaim:    c.JWTAdminClaim,
+		CacheSize:     size,
+		Log:           log,
+	}
+}
+
 // parseLevel parses LOG_LEVEL.
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
@@ -658,6 +750,8 @@ func mask(o option, v string) string {
 	case o.env == "DATABASE_URL":
 		return maskDSN(v)
 	case o.env == "REDIS_URL":
+		return maskURL(v, false)
+	case o.env == "JWT_JWKS_URL" || o.env == "OIDC_ISSUER_URL":
 		return maskURL(v, false)
 	case o.env == "NATS_URL":
 		parts := strings.Split(v, ",")

@@ -68,6 +68,9 @@ func TestParseConfigDefaults(t *testing.T) {
 		CheckoutBurst:        10,
 		CheckoutInflight:     2,
 		MaxInflightCheckouts: 4096,
+
+		JWTAdminClaim: "admin,role=admin",
+		JWTCacheSize:  200_000,
 	}
 	if diff := cmp.Diff(want, *c); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -181,6 +184,28 @@ func TestValidate(t *testing.T) {
 		{"token needs secret", RoleToken, func(c *Config) { c.JWTSecret = "" }, "JWT_SECRET is required"},
 		{"migrate needs no secret", RoleMigrate, func(c *Config) { c.JWTSecret = "" }, ""},
 		{"several at once", RoleServe, func(c *Config) { c.Partitions = 0; c.BatchSize = 0 }, "BATCH_SIZE"},
+
+		// One way to verify tokens: JWT_SECRET, or an identity provider.
+		{"JWKS instead of a secret", RoleAPI, func(c *Config) { c.NATSURL = "nats://n:4222"; identity(c) }, ""},
+		{"OIDC instead of a secret", RoleServe, func(c *Config) {
+			identity(c)
+			c.JWTJWKSURL, c.JWTIssuer = "", ""
+			c.OIDCIssuerURL = "https://idp.example"
+		}, ""},
+		{"no way at all", RoleServe, func(c *Config) { c.JWTSecret = "" }, "or JWT_JWKS_URL or OIDC_ISSUER_URL"},
+		{"secret and JWKS", RoleServe, func(c *Config) { identity(c); c.JWTSecret = testSecret }, "JWT_SECRET and JWT_JWKS_URL are set: set one way"},
+		{"JWKS and OIDC", RoleServe, func(c *Config) { identity(c); c.OIDCIssuerURL = "https://idp.example" }, "JWT_JWKS_URL and OIDC_ISSUER_URL are set"},
+		{"JWKS needs an audience", RoleServe, func(c *Config) { identity(c); c.JWTAudience = "" }, "JWT_AUDIENCE is required with JWT_JWKS_URL"},
+		{"JWKS needs an issuer", RoleServe, func(c *Config) { identity(c); c.JWTIssuer = "" }, "JWT_ISSUER is required with JWT_JWKS_URL"},
+		{"OIDC needs an audience", RoleServe, func(c *Config) { c.JWTSecret = ""; c.OIDCIssuerURL = "https://idp.example" }, "JWT_AUDIENCE is required with OIDC_ISSUER_URL"},
+		{"JWKS over plain http", RoleServe, func(c *Config) { identity(c); c.JWTJWKSURL = "http://idp.example/jwks.json" }, "must be https"},
+		{"JWKS over http to loopback", RoleServe, func(c *Config) { identity(c); c.JWTJWKSURL = "http://127.0.0.1:8081/jwks.json" }, ""},
+		{"secret with issuer and audience", RoleServe, func(c *Config) { c.JWTIssuer, c.JWTAudience = "me", "orderd" }, ""},
+		{"admin claim", RoleServe, func(c *Config) { c.JWTAdminClaim = "roles=admin,scope=orders:admin" }, ""},
+		{"bad admin claim", RoleServe, func(c *Config) { c.JWTAdminClaim = "roles=" }, "JWT_ADMIN_CLAIM"},
+		{"negative cache", RoleServe, func(c *Config) { c.JWTCacheSize = -1 }, "JWT_CACHE_SIZE"},
+		{"no cache", RoleServe, func(c *Config) { c.JWTCacheSize = 0 }, ""},
+		{"token ignores the provider", RoleToken, func(c *Config) { identity(c); c.JWTSecret = testSecret }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,6 +222,15 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// identity configures c for an identity provider's tokens instead of
+// JWT_SECRET.
+func identity(c *Config) {
+	c.JWTSecret = ""
+	c.JWTJWKSURL = "https://idp.example/.well-known/jwks.json"
+	c.JWTIssuer = "https://idp.example/"
+	c.JWTAudience = "orderd"
 }
 
 func TestMask(t *testing.T) {

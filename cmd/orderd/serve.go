@@ -66,6 +66,17 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		}
 	}()
 
+	// The bearer tokens' verifier comes first: a wrong identity provider
+	// (an unreachable JWK Set, a discovery document naming another issuer)
+	// fails the start before anything else is opened.
+	var verifier *auth.Verifier
+	if withHTTP {
+		if verifier, err = auth.New(ctx, cfg.authConfig(log)); err != nil {
+			return err
+		}
+		closers.push("token verifier", func() error { verifier.Close(); return nil })
+	}
+
 	db, err := postgres.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
 	if err != nil {
 		return err
@@ -150,7 +161,7 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 		skuNotes := natsbus.NewSKUNotes(nc, log)
 		deps := ingress.Deps{
 			Log:       log,
-			Auth:      auth.NewVerifier([]byte(cfg.JWTSecret)),
+			Auth:      verifier,
 			SKUs:      db,
 			Addresses: db,
 			Carts:     rs,

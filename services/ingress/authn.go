@@ -25,7 +25,7 @@ func (s *Server) user(h handlerFunc) handlerFunc {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orderd"`)
 			return order.Errorf(order.EUNAUTHORIZED, "send Authorization: Bearer <token>")
 		}
-		p, err := s.Auth.Verify(strings.TrimSpace(raw))
+		p, err := s.Auth.VerifyContext(r.Context(), strings.TrimSpace(raw))
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orderd", error="invalid_token"`)
 			return err
