@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -157,12 +156,8 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			Payments:  db,
 			SKUAdmin:  db,
 			Notify:    func(orders []*order.Order) error { return natsbus.NotifyStatus(nc, orders) },
-			Ready: []ingress.Checker{
-				{Name: "postgres", Ping: db.Ping},
-				{Name: "redis", Ping: rs.Ping},
-				{Name: "jetstream", Ping: func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err }},
-			},
-			Registry: reg,
+			Ready:     readyChecks(db, rs, js),
+			Registry:  reg,
 			// The operators' routes.
 			DeadLetters: db,
 			Replayer:    natsbus.NewPublisher(js),
@@ -270,7 +265,7 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			return fmt.Errorf("metrics listen: %w", err)
 		}
 		opsSrv = &http.Server{
-			Handler:           opsHandler(reg, db, rs, js),
+			Handler:           opsHandler(reg, readyChecks(db, rs, js), log),
 			ReadHeaderTimeout: readHeaderTimeout,
 			ReadTimeout:       readTimeout,
 			WriteTimeout:      30 * time.Second,
@@ -333,37 +328,26 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 	return err
 }
 
+// readyChecks are the dependencies /readyz pings.
+func readyChecks(db *postgres.DB, rs *redisstore.Store, js jetstream.JetStream) []ingress.Checker {
+	return []ingress.Checker{
+		{Name: "postgres", Ping: db.Ping},
+		{Name: "redis", Ping: rs.Ping},
+		{Name: "jetstream", Ping: func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err }},
+	}
+}
+
 // opsHandler serves a worker process's /metrics, /healthz (the process
-// runs) and /readyz (PostgreSQL, Redis and JetStream answer).
-func opsHandler(reg *prometheus.Registry, db *postgres.DB, rs *redisstore.Store, js jetstream.JetStream) http.Handler {
+// runs) and /readyz (every dependency of checks answers; which one is
+// down is answered, why is logged).
+func opsHandler(reg *prometheus.Registry, checks []ingress.Checker, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"status":"ok"}`)
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		checks := map[string]string{}
-		ready := true
-		for name, ping := range map[string]func(context.Context) error{
-			"postgres":  db.Ping,
-			"redis":     rs.Ping,
-			"jetstream": func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err },
-		} {
-			checks[name] = "ok"
-			if err := ping(ctx); err != nil {
-				checks[name] = "down: " + err.Error()
-				ready = false
-			}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		if !ready {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		json.NewEncoder(w).Encode(map[string]any{"ready": ready, "checks": checks})
-	})
+	mux.Handle("GET /readyz", ingress.ReadyHandler(log, checks))
 	return mux
 }
 

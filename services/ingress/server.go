@@ -153,13 +153,30 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	serveReady(w, r, s.log, s.Ready)
+	return nil
+}
+
+// ReadyHandler serves GET /readyz for checks (a worker process's ops
+// server uses it; the ingress's own route does the same).
+func ReadyHandler(log *slog.Logger, checks []Checker) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveReady(w, r, log, checks) })
+}
+
+// serveReady pings every dependency within 2 s and answers 200 when all
+// answer, else 503, with {ready, checks: {name: "ok" | "down"}}. The route
+// is public, so it names the dependency that is down and never why: a
+// driver's error names internal hosts, ports and users. The error goes to
+// the log.
+func serveReady(w http.ResponseWriter, r *http.Request, log *slog.Logger, deps []Checker) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	checks := make(map[string]string, len(s.Ready))
+	checks := make(map[string]string, len(deps))
 	ok := true
-	for _, c := range s.Ready {
+	for _, c := range deps {
 		if err := c.Ping(ctx); err != nil {
-			checks[c.Name] = "down: " + err.Error()
+			log.WarnContext(ctx, "readiness: dependency down", "dependency", c.Name, "err", err)
+			checks[c.Name] = "down"
 			ok = false
 			continue
 		}
@@ -169,8 +186,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		status = http.StatusServiceUnavailable
 	}
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
-	return nil
 }
 
 func (s *Server) recoverPanics(next http.Handler) http.Handler {
