@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/flashsale/orderd/services/ingress"
 )
 
 // MinSecretLen is the shortest JWT_SECRET accepted: HS256 wants a key of at
@@ -55,6 +57,9 @@ type Config struct {
 	CheckoutBurst        int
 	CheckoutInflight     int
 	MaxInflightCheckouts int
+
+	WriteRate  float64
+	WriteBurst int
 
 	Partitions         int
 	PaymentHold        time.Duration
@@ -177,6 +182,12 @@ var options = []option{
 	{flag: "max-inflight-checkouts", env: "MAX_INFLIGHT_CHECKOUTS", def: "4096",
 		usage: "checkouts in flight in this process, of all users (beyond them 503 with Retry-After, at once); 0: no limit", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*intValue)(&c.MaxInflightCheckouts) }},
+	{flag: "write-rate", env: "WRITE_RATE", def: strconv.Itoa(ingress.DefaultWriteRate),
+		usage: "requests per second per user to every other write route and the preview, one token bucket for all (beyond it 429 with Retry-After); 0: no limit", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*float64Value)(&c.WriteRate) }},
+	{flag: "write-burst", env: "WRITE_BURST", def: strconv.Itoa(ingress.DefaultWriteBurst),
+		usage: "the size of WRITE_RATE's bucket: writes a user may send at once", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.WriteBurst) }},
 
 	{flag: "partitions", env: "PARTITIONS", def: "16",
 		usage: "number of stock partitions; every process of a deployment must use the same number", roles: serviceRoles,
@@ -403,6 +414,12 @@ func (c *Config) Validate(role Role) error {
 	}
 	if uses("max-inflight-checkouts") && c.MaxInflightCheckouts < 0 {
 		bad("MAX_INFLIGHT_CHECKOUTS must not be negative")
+	}
+	if uses("write-rate") && (c.WriteRate < 0 || math.IsNaN(c.WriteRate) || math.IsInf(c.WriteRate, 0)) {
+		bad("WRITE_RATE must be a number of requests per second, 0 or more")
+	}
+	if uses("write-burst") && c.WriteRate > 0 && c.WriteBurst < 1 {
+		bad("WRITE_BURST must be at least 1, not %d", c.WriteBurst)
 	}
 	if uses("partitions") && (c.Partitions < 1 || c.Partitions > 1024) {
 		bad("PARTITIONS must be 1 to 1024, not %d", c.Partitions)

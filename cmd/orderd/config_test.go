@@ -68,6 +68,9 @@ func TestParseConfigDefaults(t *testing.T) {
 		CheckoutBurst:        10,
 		CheckoutInflight:     2,
 		MaxInflightCheckouts: 4096,
+
+		WriteRate:  20,
+		WriteBurst: 40,
 	}
 	if diff := cmp.Diff(want, *c); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

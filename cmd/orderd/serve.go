@@ -182,6 +182,9 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			CheckoutBurst:        cfg.CheckoutBurst,
 			CheckoutInflight:     cfg.CheckoutInflight,
 			MaxInflightCheckouts: cfg.MaxInflightCheckouts,
+
+			WriteRate:  cfg.WriteRate,
+			WriteBurst: cfg.WriteBurst,
 		}, deps)
 		sub, err := skuNotes.Subscribe(api.SKUChanged)
 		if err != nil {

@@ -29,6 +29,12 @@ type Config struct {
 	CheckoutBurst        int     // the bucket's size (0: the rate, rounded up)
 	CheckoutInflight     int     // checkouts in flight per user; beyond: 429
 	MaxInflightCheckouts int     // checkouts in flight of all users; beyond: 503
+
+	// The per-user limit of every other write route and of the preview
+	// (writelimits.go): one token bucket per user for all of them; beyond
+	// it, 429. 0 turns it off.
+	WriteRate  float64 // requests per second per user
+	WriteBurst int     // the bucket's size (0: twice the rate, rounded up)
 }
 
 // Checker is a dependency that readiness checks.
@@ -78,9 +84,10 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
-	routes  []string    // "METHOD /pattern" of every route, for the OpenAPI test
-	skus    *skuCache   // SKUs for the checkout's pause check and price quote (skucache.go)
-	queue   *queueLines // pending orders' places in line (queue.go)
+	routes  []string      // "METHOD /pattern" of every route, for the OpenAPI test
+	skus    *skuCache     // SKUs for the checkout's pause check and price quote (skucache.go)
+	queue   *queueLines   // pending orders' places in line (queue.go)
+	writes  *writeLimiter // the per-user bucket of the write routes and the preview (writelimits.go)
 }
 
 // New returns a server with every route registered.
@@ -101,6 +108,7 @@ func New(cfg Config, d Deps) *Server {
 	s.skus = newSKUCache(d.SKUs, skuCacheTTL, d.Log)
 	s.queue = newQueueLines(d.Status, cfg.Partitions)
 	s.metrics = newMetrics(d.Registry)
+	s.writes = newWriteLimiter(cfg, d.Registry)
 	if d.Ops != nil {
 		d.Ops.CountAccepted(s.acceptedTotal)
 	}
