@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flashsale/orderd/pkg/auth"
@@ -38,8 +39,10 @@ const (
 	// There is no write timeout: GET /v1/orders/{id}?wait= long-polls for up
 	// to 30 s and /v1/orders/{id}/events is a Server-Sent Events stream that
 	// lasts until the order is final. A server-wide WriteTimeout would cut
-	// both; each handler bounds its own response instead (the long-poll's
-	// wait, the SSE stream's end), and shutdown ends them (see stopHTTP).
+	// both; the ingress sets a deadline on each write instead (every answer
+	// within 30 s, every event of a stream within 10 s: a client that stops
+	// reading is cut), streams end when their token expires, and shutdown
+	// ends them (see stopHTTP).
 	writeTimeout   = 0
 	idleTimeout    = 120 * time.Second
 	maxHeaderBytes = 64 << 10
@@ -185,6 +188,9 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 
 			WriteRate:  cfg.WriteRate,
 			WriteBurst: cfg.WriteBurst,
+
+			StreamsPerUser: cfg.StreamsPerUser,
+			StreamsTotal:   cfg.StreamsTotal,
 		}, deps)
 		sub, err := skuNotes.Subscribe(api.SKUChanged)
 		if err != nil {
@@ -211,9 +217,9 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 	defer cancelStreams()
 	stopStreams := func() { cancelStreams(); closeHub() }
 	if withHTTP {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		ln, err := listenHTTP(cfg.HTTPAddr, cfg.HTTPMaxConns)
 		if err != nil {
-			return fmt.Errorf("http listen: %w", err)
+			return err
 		}
 		srv = &http.Server{
 			Handler:           handler,
@@ -338,6 +344,23 @@ func readyChecks(db *postgres.DB, rs *redisstore.Store, js jetstream.JetStream) 
 		{Name: "redis", Ping: rs.Ping},
 		{Name: "jetstream", Ping: func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err }},
 	}
+}
+
+// listenHTTP listens on addr for the HTTP ingress, holding at most
+// maxConns connections at once (0: no limit): past it the listener stops
+// accepting, and new connections wait in the kernel's queue until one
+// closes, so that a flood of connections (idle keep-alives, streams)
+// costs a bounded amount of memory and file descriptors, and the
+// embedded NATS server keeps its own.
+func listenHTTP(addr string, maxConns int) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	if maxConns > 0 {
+		ln = netutil.LimitListener(ln, maxConns)
+	}
+	return ln, nil
 }
 
 // opsHandler serves a worker process's /metrics, /healthz (the process

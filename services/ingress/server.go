@@ -35,6 +35,11 @@ type Config struct {
 	// it, 429. 0 turns it off.
 	WriteRate  float64 // requests per second per user
 	WriteBurst int     // the bucket's size (0: twice the rate, rounded up)
+
+	// Caps of the open event streams and long-polls (streams.go); beyond
+	// them, 429. 0 turns each off.
+	StreamsPerUser int // of one user
+	StreamsTotal   int // of all users, in this process
 }
 
 // Checker is a dependency that readiness checks.
@@ -88,6 +93,7 @@ type Server struct {
 	skus    *skuCache     // SKUs for the checkout's pause check and price quote (skucache.go)
 	queue   *queueLines   // pending orders' places in line (queue.go)
 	writes  *writeLimiter // the per-user bucket of the write routes and the preview (writelimits.go)
+	streams *streamSlots  // the open event streams and long-polls (streams.go)
 }
 
 // New returns a server with every route registered.
@@ -109,6 +115,7 @@ func New(cfg Config, d Deps) *Server {
 	s.queue = newQueueLines(d.Status, cfg.Partitions)
 	s.metrics = newMetrics(d.Registry)
 	s.writes = newWriteLimiter(cfg, d.Registry)
+	s.streams = newStreamSlots(cfg, d.Registry)
 	if d.Ops != nil {
 		d.Ops.CountAccepted(s.acceptedTotal)
 	}
@@ -128,10 +135,13 @@ func (s *Server) Routes() []string { return append([]string(nil), s.routes...) }
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // handle registers h for pattern ("METHOD /path"), instrumented and with its
-// errors answered as problems.
+// errors answered as problems. The answer must be written within
+// requestWriteTimeout (the server has no write timeout of its own:
+// streams and long-polls set their own deadlines, streams.go).
 func (s *Server) handle(pattern string, h handlerFunc) {
 	s.routes = append(s.routes, pattern)
 	s.mux.Handle(pattern, s.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(requestWriteTimeout))
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
@@ -141,7 +151,11 @@ func (s *Server) handle(pattern string, h handlerFunc) {
 func (s *Server) registerRoutes() {
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
-	s.mux.Handle("GET /metrics", s.metrics.handler(s.Registry))
+	scrape := s.metrics.handler(s.Registry)
+	s.mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(requestWriteTimeout))
+		scrape.ServeHTTP(w, r)
+	}))
 	s.routes = append(s.routes, "GET /metrics")
 	s.handle("GET /openapi.json", s.openAPI)
 	s.catalogRoutes()
