@@ -40,9 +40,9 @@ const (
 	// to 30 s and /v1/orders/{id}/events is a Server-Sent Events stream that
 	// lasts until the order is final. A server-wide WriteTimeout would cut
 	// both; the ingress sets a deadline on each write instead (every answer
-	// within 30 s, every event of a stream within 10 s: a client that stops
-	// reading is cut), streams end when their token expires, and shutdown
-	// ends them (see stopHTTP).
+	// within a minute, every event of a stream within 10 s: a client that
+	// stops reading is cut), streams end when their token expires, and
+	// shutdown ends them (see stopHTTP).
 	writeTimeout   = 0
 	idleTimeout    = 120 * time.Second
 	maxHeaderBytes = 64 << 10

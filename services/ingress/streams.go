@@ -17,9 +17,10 @@ import (
 // The defaults of the stream caps (orderd's STREAMS_PER_USER and
 // STREAMS_TOTAL). A buyer follows one order at a time, in a tab or two;
 // eight leaves room for a few tabs and an app. The total bounds what the
-// streams of one process cost: each holds a connection, a goroutine and a
-// subscription, some 20 KB (streams_test.go measures it), so 10,000 is
-// about 200 MB; a sale with more buyers waiting at once runs more ingress
+// streams of one process cost: each holds a connection, a goroutine, its
+// buffers and a subscription, under 33 KB (TestStreamFloodCost measures
+// both ends of the connection in one process), so 10,000 cost at most
+// about 330 MB; a sale with more buyers waiting at once runs more ingress
 // processes, each with its own cap (the clients retry after Retry-After,
 // or poll without waiting).
 const (
@@ -33,8 +34,10 @@ var (
 	// heartbeat) and a long-poll's answer: a client that reads nothing for
 	// this long is cut, and its goroutine and place are freed.
 	streamWriteTimeout = 10 * time.Second
-	// requestWriteTimeout bounds writing the answer of any other request.
-	requestWriteTimeout = 30 * time.Second
+	// requestWriteTimeout bounds any other request, from its start to the
+	// end of its answer: longer than the slowest handler (a reconciliation
+	// may take 30 s), so that only a client that does not read is cut.
+	requestWriteTimeout = time.Minute
 )
 
 // Retry-After of a refused stream, in seconds: streams last long, so a
@@ -158,22 +161,11 @@ func (s *Server) openStream(r *http.Request) (*stream, error) {
 	return &stream{ctx: ctx, exp: exp, release: release, cancel: cancel}, nil
 }
 
-type tokenExpiryKey struct{}
-
-// withTokenExpiry records when the credential of a request that carries
-// no bearer header expires (a stream ticket: the bearer token that asked
-// for it), for openStream.
-func withTokenExpiry(ctx context.Context, exp time.Time) context.Context {
-	return context.WithValue(ctx, tokenExpiryKey{}, exp)
-}
-
-// tokenExpiry returns when the credential of r expires: one recorded by
-// withTokenExpiry, else the exp claim of its bearer token. The token was
-// verified by user (exp is required there); this only reads the claim.
+// tokenExpiry returns when the credential of r expires: the exp claim of
+// its bearer token, which user verified (exp is required there); this only
+// reads the claim. A request authenticated otherwise (none yet) has no
+// known expiry, and its stream ends with the request.
 func tokenExpiry(r *http.Request) (time.Time, bool) {
-	if exp, ok := r.Context().Value(tokenExpiryKey{}).(time.Time); ok {
-		return exp, true
-	}
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
 		return time.Time{}, false
