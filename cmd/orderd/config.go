@@ -22,6 +22,7 @@ import (
 	"github.com/flashsale/orderd/pkg/auth"
 	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/redisstore"
+	"github.com/flashsale/orderd/services/ingress"
 )
 
 // MinSecretLen is the shortest JWT_SECRET accepted: HS256 wants a key of at
@@ -47,6 +48,12 @@ var devSecrets = []string{
 func isDevSecret(s string) bool {
 	return slices.Contains(devSecrets, s) || strings.HasPrefix(s, "dev-only-")
 }
+
+// DefaultHTTPMaxConns is HTTP_MAX_CONNS's default: room for the default
+// STREAMS_TOTAL and as many other connections (a benchmark's 12,000
+// clients and its waiters fit), some 17 KB each when idle, within a
+// file descriptor limit of 20,000 with room for NATS and the stores.
+const DefaultHTTPMaxConns = 16384
 
 // NATSSyncAlways is the NATS_SYNC value that fsyncs every JetStream write
 // before it is acknowledged (SPEC 5.8, the default).
@@ -91,6 +98,13 @@ type Config struct {
 	CheckoutBurst        int
 	CheckoutInflight     int
 	MaxInflightCheckouts int
+
+	WriteRate  float64
+	WriteBurst int
+
+	HTTPMaxConns   int
+	StreamsPerUser int
+	StreamsTotal   int
 
 	Partitions         int
 	PaymentHold        time.Duration
@@ -266,6 +280,21 @@ var options = []option{
 	{flag: "max-inflight-checkouts", env: "MAX_INFLIGHT_CHECKOUTS", def: "4096",
 		usage: "checkouts in flight in this process, of all users (beyond them 503 with Retry-After, at once); 0: no limit", roles: httpRoles,
 		bind: func(c *Config) flag.Value { return (*intValue)(&c.MaxInflightCheckouts) }},
+	{flag: "write-rate", env: "WRITE_RATE", def: strconv.Itoa(ingress.DefaultWriteRate),
+		usage: "requests per second per user to every other write route and the preview, one token bucket for all (beyond it 429 with Retry-After); 0: no limit", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*float64Value)(&c.WriteRate) }},
+	{flag: "write-burst", env: "WRITE_BURST", def: strconv.Itoa(ingress.DefaultWriteBurst),
+		usage: "the size of WRITE_RATE's bucket: writes a user may send at once", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.WriteBurst) }},
+	{flag: "http-max-conns", env: "HTTP_MAX_CONNS", def: strconv.Itoa(DefaultHTTPMaxConns),
+		usage: "HTTP connections this process holds at once (beyond them new ones wait in the kernel's queue); keep it below the file descriptor limit; 0: no limit", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.HTTPMaxConns) }},
+	{flag: "streams-per-user", env: "STREAMS_PER_USER", def: strconv.Itoa(ingress.DefaultStreamsPerUser),
+		usage: "event streams and long-polls (?wait=) a user holds open in this process (beyond them 429 with Retry-After); 0: no limit", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.StreamsPerUser) }},
+	{flag: "streams-total", env: "STREAMS_TOTAL", def: strconv.Itoa(ingress.DefaultStreamsTotal),
+		usage: "event streams and long-polls open in this process, of all users (beyond them 429 with Retry-After); below HTTP_MAX_CONNS; 0: no limit", roles: httpRoles,
+		bind: func(c *Config) flag.Value { return (*intValue)(&c.StreamsTotal) }},
 
 	{flag: "partitions", env: "PARTITIONS", def: "16",
 		usage: "number of stock partitions; every process of a deployment must use the same number", roles: serviceRoles,
@@ -491,6 +520,18 @@ func (c *Config) Validate(role Role) error {
 	}
 	if uses("max-inflight-checkouts") && c.MaxInflightCheckouts < 0 {
 		bad("MAX_INFLIGHT_CHECKOUTS must not be negative")
+	}
+	if uses("write-rate") && (c.WriteRate < 0 || math.IsNaN(c.WriteRate) || math.IsInf(c.WriteRate, 0)) {
+		bad("WRITE_RATE must be a number of requests per second, 0 or more")
+	}
+	if uses("write-burst") && c.WriteRate > 0 && c.WriteBurst < 1 {
+		bad("WRITE_BURST must be at least 1, not %d", c.WriteBurst)
+	}
+	if uses("http-max-conns") && (c.HTTPMaxConns < 0 || c.StreamsPerUser < 0 || c.StreamsTotal < 0) {
+		bad("HTTP_MAX_CONNS, STREAMS_PER_USER and STREAMS_TOTAL must not be negative")
+	}
+	if uses("streams-total") && c.HTTPMaxConns > 0 && (c.StreamsTotal == 0 || c.StreamsTotal >= c.HTTPMaxConns) {
+		bad("STREAMS_TOTAL (%d) must be set below HTTP_MAX_CONNS (%d): streams must leave connections for checkouts", c.StreamsTotal, c.HTTPMaxConns)
 	}
 	if uses("partitions") && (c.Partitions < 1 || c.Partitions > 1024) {
 		bad("PARTITIONS must be 1 to 1024, not %d", c.Partitions)

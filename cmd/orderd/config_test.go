@@ -71,6 +71,13 @@ func TestParseConfigDefaults(t *testing.T) {
 
 		JWTAdminClaim: "admin,role=admin",
 		JWTCacheSize:  200_000,
+
+		WriteRate:  20,
+		WriteBurst: 40,
+
+		HTTPMaxConns:   16384,
+		StreamsPerUser: 8,
+		StreamsTotal:   10000,
 	}
 	if diff := cmp.Diff(want, *c); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)

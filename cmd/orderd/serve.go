@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flashsale/orderd/pkg/auth"
@@ -39,8 +39,10 @@ const (
 	// There is no write timeout: GET /v1/orders/{id}?wait= long-polls for up
 	// to 30 s and /v1/orders/{id}/events is a Server-Sent Events stream that
 	// lasts until the order is final. A server-wide WriteTimeout would cut
-	// both; each handler bounds its own response instead (the long-poll's
-	// wait, the SSE stream's end), and shutdown ends them (see stopHTTP).
+	// both; the ingress sets a deadline on each write instead (every answer
+	// within a minute, every event of a stream within 10 s: a client that
+	// stops reading is cut), streams end when their token expires, and
+	// shutdown ends them (see stopHTTP).
 	writeTimeout   = 0
 	idleTimeout    = 120 * time.Second
 	maxHeaderBytes = 64 << 10
@@ -172,12 +174,8 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			Payments:  db,
 			SKUAdmin:  db,
 			Notify:    func(orders []*order.Order) error { return natsbus.NotifyStatus(nc, orders) },
-			Ready: []ingress.Checker{
-				{Name: "postgres", Ping: db.Ping},
-				{Name: "redis", Ping: rs.Ping},
-				{Name: "jetstream", Ping: func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err }},
-			},
-			Registry: reg,
+			Ready:     readyChecks(db, rs, js),
+			Registry:  reg,
 			// The operators' routes.
 			DeadLetters: db,
 			Replayer:    natsbus.NewPublisher(js),
@@ -202,6 +200,12 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			CheckoutBurst:        cfg.CheckoutBurst,
 			CheckoutInflight:     cfg.CheckoutInflight,
 			MaxInflightCheckouts: cfg.MaxInflightCheckouts,
+
+			WriteRate:  cfg.WriteRate,
+			WriteBurst: cfg.WriteBurst,
+
+			StreamsPerUser: cfg.StreamsPerUser,
+			StreamsTotal:   cfg.StreamsTotal,
 		}, deps)
 		sub, err := skuNotes.Subscribe(api.SKUChanged)
 		if err != nil {
@@ -228,9 +232,9 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 	defer cancelStreams()
 	stopStreams := func() { cancelStreams(); closeHub() }
 	if withHTTP {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		ln, err := listenHTTP(cfg.HTTPAddr, cfg.HTTPMaxConns)
 		if err != nil {
-			return fmt.Errorf("http listen: %w", err)
+			return err
 		}
 		srv = &http.Server{
 			Handler:           handler,
@@ -285,7 +289,7 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			return fmt.Errorf("metrics listen: %w", err)
 		}
 		opsSrv = &http.Server{
-			Handler:           opsHandler(reg, db, rs, js),
+			Handler:           opsHandler(reg, readyChecks(db, rs, js), log),
 			ReadHeaderTimeout: readHeaderTimeout,
 			ReadTimeout:       readTimeout,
 			WriteTimeout:      30 * time.Second,
@@ -348,37 +352,43 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 	return err
 }
 
+// readyChecks are the dependencies /readyz pings.
+func readyChecks(db *postgres.DB, rs *redisstore.Store, js jetstream.JetStream) []ingress.Checker {
+	return []ingress.Checker{
+		{Name: "postgres", Ping: db.Ping},
+		{Name: "redis", Ping: rs.Ping},
+		{Name: "jetstream", Ping: func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err }},
+	}
+}
+
+// listenHTTP listens on addr for the HTTP ingress, holding at most
+// maxConns connections at once (0: no limit): past it the listener stops
+// accepting, and new connections wait in the kernel's queue until one
+// closes, so that a flood of connections (idle keep-alives, streams)
+// costs a bounded amount of memory and file descriptors, and the
+// embedded NATS server keeps its own.
+func listenHTTP(addr string, maxConns int) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	if maxConns > 0 {
+		ln = netutil.LimitListener(ln, maxConns)
+	}
+	return ln, nil
+}
+
 // opsHandler serves a worker process's /metrics, /healthz (the process
-// runs) and /readyz (PostgreSQL, Redis and JetStream answer).
-func opsHandler(reg *prometheus.Registry, db *postgres.DB, rs *redisstore.Store, js jetstream.JetStream) http.Handler {
+// runs) and /readyz (every dependency of checks answers; which one is
+// down is answered, why is logged).
+func opsHandler(reg *prometheus.Registry, checks []ingress.Checker, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"status":"ok"}`)
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		checks := map[string]string{}
-		ready := true
-		for name, ping := range map[string]func(context.Context) error{
-			"postgres":  db.Ping,
-			"redis":     rs.Ping,
-			"jetstream": func(ctx context.Context) error { _, err := js.AccountInfo(ctx); return err },
-		} {
-			checks[name] = "ok"
-			if err := ping(ctx); err != nil {
-				checks[name] = "down: " + err.Error()
-				ready = false
-			}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		if !ready {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		json.NewEncoder(w).Encode(map[string]any{"ready": ready, "checks": checks})
-	})
+	mux.Handle("GET /readyz", ingress.ReadyHandler(log, checks))
 	return mux
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres"
 	"github.com/flashsale/orderd/pkg/postgres/pgtest"
 )
 
@@ -145,4 +146,45 @@ func TestDefaultAddressConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestCreateAddressCapped: 60 concurrent creates by one user store 50
+// addresses (the cap) and refuse 10 with ECONFLICT; another user is not
+// affected, and a deleted address makes room.
+func TestCreateAddressCapped(t *testing.T) {
+	t.Parallel()
+	_, db := pgtest.New(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var created []uuid.UUID
+	refused := 0
+	var wg sync.WaitGroup
+	for range postgres.MaxAddresses + 10 {
+		wg.Go(func() {
+			a, err := db.CreateAddress(ctx, "alice", newAddress("A"))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				created = append(created, a.ID)
+			case order.ErrorCode(err) == order.ECONFLICT:
+				refused++
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(created) != postgres.MaxAddresses || refused != 10 {
+		t.Fatalf("%d created, %d refused; want %d and 10", len(created), refused, postgres.MaxAddresses)
+	}
+	if _, err := db.CreateAddress(ctx, "bob", newAddress("B")); err != nil {
+		t.Errorf("bob: %v", err)
+	}
+	if err := db.DeleteAddress(ctx, "alice", created[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateAddress(ctx, "alice", newAddress("A")); err != nil {
+		t.Errorf("after a delete: %v", err)
+	}
 }

@@ -1,7 +1,9 @@
 package ingress
 
 import (
+	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/flashsale/orderd/pkg/order"
 )
@@ -13,13 +15,24 @@ type addressView struct {
 	Default bool `json:"default"`
 }
 
-// addressList is the body of GET /v1/addresses.
+// addressList is the body of GET /v1/addresses: a page of addresses and
+// the cursor of the next page, null on the last.
 type addressList struct {
-	Items []addressView `json:"items"`
+	Items      []addressView `json:"items"`
+	NextCursor *string       `json:"next_cursor"`
 }
 
+// Address list page sizes: the default page holds every address a user
+// may keep (postgres.MaxAddresses), so that a client that ignores the
+// cursor still sees them all.
+const (
+	defaultAddressPage = 50
+	maxAddressPage     = 100
+)
+
 // createAddress is POST /v1/addresses: 201 with the address, which is the
-// newest and so the default.
+// newest and so the default; 409 when the user already keeps the most
+// addresses allowed (50).
 func (s *Server) createAddress(w http.ResponseWriter, r *http.Request) error {
 	var n order.NewAddress
 	if err := decodeJSON(w, r, &n); err != nil {
@@ -34,17 +47,33 @@ func (s *Server) createAddress(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// listAddresses is GET /v1/addresses: the caller's addresses, newest (the
-// default) first.
+// listAddresses is GET /v1/addresses?limit=&cursor=: the caller's
+// addresses, newest (the default) first, a page at a time (keyset
+// pagination; the cursor is opaque), as GET /v1/orders.
 func (s *Server) listAddresses(w http.ResponseWriter, r *http.Request) error {
-	as, err := s.Addresses.Addresses(r.Context(), principal(r.Context()).UserID)
+	q := r.URL.Query()
+	limit := defaultAddressPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxAddressPage {
+			return order.Invalid("invalid query parameters", order.FieldError{Field: "limit",
+				Detail: fmt.Sprintf("must be an integer from 1 to %d", maxAddressPage)})
+		}
+		limit = n
+	}
+	cursor := q.Get("cursor")
+	as, next, err := s.Addresses.AddressPage(r.Context(), principal(r.Context()).UserID, cursor, limit)
 	if err != nil {
 		return err
 	}
 	list := addressList{Items: make([]addressView, len(as))}
 	for i, a := range as {
-		list.Items[i] = addressView{Address: a, Default: i == 0}
+		list.Items[i] = addressView{Address: a, Default: cursor == "" && i == 0}
 	}
+	if next != "" {
+		list.NextCursor = &next
+	}
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, list)
 	return nil
 }

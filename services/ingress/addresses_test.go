@@ -161,3 +161,72 @@ func TestAddressBadPathID(t *testing.T) {
 	}
 	e.assertUnchanged(t, before)
 }
+
+// TestAddressesCapped: a user keeps at most 50 addresses; the 51st is 409
+// and stores nothing. Deleting one makes room.
+func TestAddressesCapped(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	alice := e.token(t, "alice")
+	var last addressView
+	for range 50 {
+		last = e.createAddress(t, alice, newAddress("Alice"))
+	}
+	before := e.snapshot(t)
+	resp, body := e.do(t, "POST", "/v1/addresses", alice, newAddress("One too many"))
+	wantProblem(t, resp, body, http.StatusConflict)
+	e.assertUnchanged(t, before)
+	e.mustDo(t, "DELETE", "/v1/addresses/"+last.ID.String(), alice, nil, http.StatusNoContent, nil)
+	e.createAddress(t, alice, newAddress("Alice again"))
+	// Another user is not affected.
+	e.createAddress(t, e.token(t, "bob"), newAddress("Bob"))
+}
+
+// TestAddressesPaginated: GET /v1/addresses?limit=N returns N addresses,
+// newest first, and a next_cursor that continues after the last; the last
+// page's next_cursor is null. Only the first address of the first page is
+// the default.
+func TestAddressesPaginated(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t)
+	alice := e.token(t, "alice")
+	var want []uuid.UUID
+	for range 5 {
+		a := e.createAddress(t, alice, newAddress("Alice"))
+		want = append([]uuid.UUID{a.ID}, want...)
+	}
+	var got []uuid.UUID
+	path := "/v1/addresses?limit=2"
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatalf("more pages than addresses: %v", got)
+		}
+		var page struct {
+			Items      []addressView `json:"items"`
+			NextCursor *string       `json:"next_cursor"`
+		}
+		e.mustDo(t, "GET", path, alice, nil, http.StatusOK, &page)
+		if len(page.Items) > 2 {
+			t.Fatalf("page of %d addresses, want at most 2", len(page.Items))
+		}
+		for i, a := range page.Items {
+			if a.Default != (pages == 0 && i == 0) {
+				t.Errorf("page %d item %d: default %v", pages, i, a.Default)
+			}
+			got = append(got, a.ID)
+		}
+		if page.NextCursor == nil {
+			break
+		}
+		path = "/v1/addresses?limit=2&cursor=" + *page.NextCursor
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("all pages, newest first (-want +got):\n%s", diff)
+	}
+	for q, field := range map[string]string{"limit=0": "limit", "limit=101": "limit", "limit=x": "limit", "cursor=nope": "cursor"} {
+		resp, body := e.do(t, "GET", "/v1/addresses?"+q, alice, nil)
+		if p := wantProblem(t, resp, body, http.StatusUnprocessableEntity); !p.hasField(field) {
+			t.Errorf("?%s: problem %+v does not name %s", q, p, field)
+		}
+	}
+}

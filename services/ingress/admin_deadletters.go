@@ -23,7 +23,7 @@ const (
 // letters and reconciliation.
 func (s *Server) adminRoutes() {
 	s.handle("GET /v1/admin/dead-letters", s.admin(s.listDeadLetters))
-	s.handle("POST /v1/admin/dead-letters/{id}/replay", s.admin(s.replayDeadLetter))
+	s.handle("POST /v1/admin/dead-letters/{id}/replay", s.adminWriter(s.replayDeadLetter))
 	s.handle("GET /v1/admin/reconcile", s.admin(s.reconcile))
 }
 

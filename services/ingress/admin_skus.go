@@ -38,9 +38,9 @@ type auditList struct {
 // adminSKURoutes registers the admin's operations on a running sale (SPEC
 // 3.4): the kill switch, edits, and their audit.
 func (s *Server) adminSKURoutes() {
-	s.handle("POST /v1/skus/{id}/pause", s.admin(s.pauseSKU(true)))
-	s.handle("POST /v1/skus/{id}/resume", s.admin(s.pauseSKU(false)))
-	s.handle("PATCH /v1/skus/{id}", s.admin(s.patchSKU))
+	s.handle("POST /v1/skus/{id}/pause", s.adminWriter(s.pauseSKU(true)))
+	s.handle("POST /v1/skus/{id}/resume", s.adminWriter(s.pauseSKU(false)))
+	s.handle("PATCH /v1/skus/{id}", s.adminWriter(s.patchSKU))
 	s.handle("GET /v1/skus/{id}/audit", s.admin(s.skuAudit))
 }
 

@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -93,10 +92,19 @@ func (s *Server) adminStreamRoutes() {
 // adminStream is GET /v1/admin/stream (admin): Server-Sent Events, one
 // "snapshot" event every interval (?interval=, a Go duration or seconds,
 // from 250ms to 10s, default 1s) whose data is an adminSnapshot as one
-// line of JSON. It runs until the client goes away or the server shuts
-// down. The page reads it with fetch, since EventSource cannot send the
-// Authorization header. A part that cannot be read (the database, a
-// consumer) is named in the snapshot's errors and the rest is still sent.
+// line of JSON. It runs until the client goes away, the server shuts
+// down, or the caller's token expires: then a last event
+//
+//	event: token_expired
+//
+// tells the page to carry on with a fresh token (the page asks the
+// operator for one before the old one runs out, and reconnects with it at
+// once, so that the numbers never stop). Like every stream it takes one of
+// the caller's places (streams.go) and each write must go through within
+// streamWriteTimeout. The page reads it with fetch, since EventSource
+// cannot send the Authorization header. A part that cannot be read (the
+// database, a consumer) is named in the snapshot's errors and the rest is
+// still sent.
 func (s *Server) adminStream(w http.ResponseWriter, r *http.Request) error {
 	every, err := streamInterval(r)
 	if err != nil {
@@ -105,15 +113,14 @@ func (s *Server) adminStream(w http.ResponseWriter, r *http.Request) error {
 	if s.Ops == nil {
 		return order.Errorf(order.EUNAVAILABLE, "the operator stream is not configured on this process")
 	}
-	ctx := r.Context()
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives any write timeout
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	if _, err := fmt.Fprintf(w, "retry: %d\n\n", sseRetry.Milliseconds()); err != nil {
+	st, err := s.openStream(r)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	ctx := st.ctx
+	sw := newSSEWriter(w, every+adminStreamSnapshotMax)
+	if sw.start() != nil {
 		return nil
 	}
 	t := time.NewTicker(every)
@@ -125,17 +132,15 @@ func (s *Server) adminStream(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return nil // cannot happen with these types; nothing to answer once streaming
 		}
-		var b bytes.Buffer
-		fmt.Fprintf(&b, "event: snapshot\ndata: %s\n\n", data)
-		if _, err := w.Write(b.Bytes()); err != nil {
-			return nil
-		}
-		if err := rc.Flush(); err != nil {
+		if sw.send(fmt.Appendf(nil, "event: snapshot\ndata: %s\n\n", data)) != nil {
 			return nil
 		}
 		prev = snap
 		select {
 		case <-ctx.Done():
+			if st.expired() {
+				sw.tokenExpired()
+			}
 			return nil
 		case <-t.C:
 		}
@@ -164,9 +169,15 @@ func streamInterval(r *http.Request) (time.Duration, error) {
 	return d, nil
 }
 
+// adminStreamSnapshotMax bounds the reading of one snapshot (with the
+// interval, when that is longer).
+const adminStreamSnapshotMax = 2 * time.Second
+
 // adminSnapshot reads what the page shows, each part within the interval.
+// A snapshot cut short by the end of ctx is still whole: each part read
+// too late is named in its errors.
 func (s *Server) adminSnapshot(ctx context.Context, every time.Duration, prev *adminSnapshot) *adminSnapshot {
-	ctx, cancel := context.WithTimeout(ctx, max(every, 2*time.Second))
+	ctx, cancel := context.WithTimeout(ctx, max(every, adminStreamSnapshotMax))
 	defer cancel()
 	snap := &adminSnapshot{
 		Time: time.Now().UTC(), SKUs: []order.SKU{}, Partitions: []adminPartition{},

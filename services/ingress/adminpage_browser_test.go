@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flashsale/orderd/pkg/auth"
 	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/services/worker"
@@ -158,97 +159,9 @@ func TestOperatorPageBrowser(t *testing.T) {
 	e.createSKU(t, newSKU("Limited hoodie", 5900, 250))
 	p := order.Partition(sku.ID, e.Server.cfg.Partitions)
 
-	root, stop := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer stop()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(root,
-		chromedp.ExecPath(chromium),
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.WindowSize(1280, 1500),
-	)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	defer cancelCtx()
-
-	// Any script error on the page fails the test.
-	var mu sync.Mutex
-	var pageErrors []string
-	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
-	console := chromedp.Events(ctx, runtime.ConsoleAPICalled)
-	go func() {
-		for ev, err := range exceptions {
-			if err != nil {
-				return
-			}
-			d := ev.ExceptionDetails
-			msg := d.Text
-			if d.Exception != nil {
-				msg += " " + d.Exception.Description
-			}
-			mu.Lock()
-			pageErrors = append(pageErrors, fmt.Sprintf("exception at %s:%d: %s", d.URL, d.LineNumber, msg))
-			mu.Unlock()
-		}
-	}()
-	go func() {
-		for ev, err := range console {
-			if err != nil {
-				return
-			}
-			if ev.Type == runtime.ConsoleAPICalledTypeError {
-				mu.Lock()
-				pageErrors = append(pageErrors, "console.error")
-				mu.Unlock()
-			}
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, pe := range pageErrors {
-			t.Errorf("page: %s", pe)
-		}
-	}()
-
-	shot := func() string {
-		sctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		buf, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Logf("screenshot: %v", err)
-			return ""
-		}
-		path := screenshotPath()
-		if err := os.WriteFile(path, buf, 0o644); err != nil {
-			t.Logf("screenshot: %v", err)
-			return ""
-		}
-		return path
-	}
-	// step runs actions within timeout; on failure it saves a screenshot
-	// and the page's text, and stops the test.
-	step := func(what string, timeout time.Duration, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		if err := chromedp.Do(sctx, actions...); err != nil {
-			text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
-			t.Fatalf("%s: %v\nscreenshot: %s\npage text:\n%s", what, err, shot(), text)
-		}
-	}
-	// until polls a JavaScript condition of the page.
-	until := func(what, js string) {
-		t.Helper()
-		step(what, 3*time.Minute, chromedp.Poll[chromedp.Void](js,
-			chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(2*time.Minute)))
-	}
+	br := openBrowser(t, chromium)
+	ctx, step, until := br.ctx, br.step, br.until
+	shot := br.shot
 	text := func(sel string) string { return fmt.Sprintf(`(document.querySelector(%q)||{}).textContent`, sel) }
 	skuRow := fmt.Sprintf(`tr[data-sku="%s"]`, sku.ID)
 
@@ -360,4 +273,197 @@ func TestOperatorPageBrowser(t *testing.T) {
 			}
 		}
 	}
+}
+
+// browser is a headless Chromium tab for a page test.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+// openBrowser starts chromium headless; it is stopped when the test ends.
+// Any script error on the page fails the test.
+func openBrowser(t *testing.T, chromium string) *browser {
+	t.Helper()
+	root, stop := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(stop)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(root,
+		chromedp.ExecPath(chromium),
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.WindowSize(1280, 1500),
+	)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelCtx)
+
+	var mu sync.Mutex
+	var pageErrors []string
+	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
+	console := chromedp.Events(ctx, runtime.ConsoleAPICalled)
+	go func() {
+		for ev, err := range exceptions {
+			if err != nil {
+				return
+			}
+			d := ev.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil {
+				msg += " " + d.Exception.Description
+			}
+			mu.Lock()
+			pageErrors = append(pageErrors, fmt.Sprintf("exception at %s:%d: %s", d.URL, d.LineNumber, msg))
+			mu.Unlock()
+		}
+	}()
+	go func() {
+		for ev, err := range console {
+			if err != nil {
+				return
+			}
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
+				mu.Lock()
+				pageErrors = append(pageErrors, "console.error")
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, pe := range pageErrors {
+			t.Errorf("page: %s", pe)
+		}
+	})
+	return &browser{t: t, ctx: ctx}
+}
+
+// shot writes a screenshot of the page and returns its path ("" if it
+// could not).
+func (b *browser) shot() string {
+	t := b.t
+	sctx, cancel := context.WithTimeout(b.ctx, time.Minute)
+	defer cancel()
+	buf, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Logf("screenshot: %v", err)
+		return ""
+	}
+	path := screenshotPath()
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		t.Logf("screenshot: %v", err)
+		return ""
+	}
+	return path
+}
+
+// step runs actions within timeout; on failure it saves a screenshot and
+// the page's text, and stops the test.
+func (b *browser) step(what string, timeout time.Duration, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	sctx, cancel := context.WithTimeout(b.ctx, timeout)
+	defer cancel()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		text, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+		b.t.Fatalf("%s: %v\nscreenshot: %s\npage text:\n%s", what, err, b.shot(), text)
+	}
+}
+
+// until polls a JavaScript condition of the page.
+func (b *browser) until(what, js string) {
+	b.t.Helper()
+	b.step(what, 3*time.Minute, chromedp.Poll[chromedp.Void](js,
+		chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(2*time.Minute)))
+}
+
+// textOf is the JavaScript of the text of the element sel ("" if none).
+func textOf(sel string) string {
+	return fmt.Sprintf(`((document.querySelector(%q)||{}).textContent||"")`, sel)
+}
+
+// TestOperatorPageTokenRenewal: the operator stream ends when its token
+// expires (streams.go), and the page must not break for it. Before the
+// token runs out the page asks for a fresh one and swaps it in, so that
+// the stream carries on past the old token's expiry; if the token does
+// expire, the page keeps the dashboard (stale, and saying so) and resumes
+// as soon as a fresh token is pasted, without going back to the login.
+func TestOperatorPageTokenRenewal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives a browser: not in -short mode")
+	}
+	chromium := findChromium(t)
+	e := newOrderEnv(t, withOpsFeed(t), withAdminOps)
+	e.createSKU(t, newSKU("Flash sneaker", 12900, 30))
+	mint := func(ttl time.Duration) (string, time.Time) {
+		t.Helper()
+		tok, err := auth.Mint(e.Secret, "ops", true, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exp, ok := bearerExpiry(tok)
+		if !ok {
+			t.Fatal("no exp")
+		}
+		return tok, exp
+	}
+	br := openBrowser(t, chromium)
+	if err := chromedp.Do(br.ctx, chromedp.Navigate(e.URL+"/admin/")); err != nil {
+		t.Fatalf("open the page in chromium %s: %v", chromium, err)
+	}
+	live := textOf("#status") + ` === "live"`
+	dashboardShown := `!document.getElementById("dashboard").hidden && document.getElementById("login").hidden`
+	renewShown := `document.getElementById("renew") !== null && !document.getElementById("renew").hidden`
+
+	// A token about to expire: the page asks for a fresh one while live,
+	// and the fresh one carries the stream past the old one's expiry.
+	short, exp := mint(15 * time.Second)
+	br.step("log in with a short token", 2*time.Minute,
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), short),
+		chromedp.Click(chromedp.ID("login-button")),
+		chromedp.WaitVisible(chromedp.ID("dashboard")),
+	)
+	br.until("live", live)
+	br.until("the page asks for a fresh token before this one expires", renewShown+` && `+textOf("#renew")+`.includes("expires")`)
+	fresh, _ := mint(time.Hour)
+	br.step("paste a fresh token", 2*time.Minute,
+		chromedp.SendKeys(chromedp.ID("renew-token"), fresh),
+		chromedp.Click(chromedp.ID("renew-button")),
+	)
+	br.until("live with the fresh token, nothing asked", live+` && document.getElementById("renew").hidden && `+
+		`sessionStorage.getItem("orderd.adminToken") === `+fmt.Sprintf("%q", fresh))
+	for time.Now().Before(exp.Add(2 * time.Second)) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	updated, err := chromedp.Run(br.ctx, chromedp.Evaluate[string](textOf("#updated")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br.until("still live after the old token expired, numbers moving", live+` && `+dashboardShown+` && `+textOf("#updated")+` !== `+fmt.Sprintf("%q", updated))
+
+	// A token left to expire: the stream ends, the page keeps the
+	// dashboard and says why, and a fresh token resumes it.
+	br.step("log out", time.Minute, chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("token")))
+	short, _ = mint(6 * time.Second)
+	br.step("log in with another short token", 2*time.Minute,
+		chromedp.SendKeys(chromedp.ID("token"), short),
+		chromedp.Click(chromedp.ID("login-button")),
+		chromedp.WaitVisible(chromedp.ID("dashboard")),
+	)
+	br.until("live", live)
+	br.until("the token expired: the dashboard stays, the page says so and asks for a fresh token",
+		textOf("#status")+` === "token expired" && `+dashboardShown+` && `+renewShown+` && `+textOf("#renew")+`.includes("expired")`)
+	fresh, _ = mint(time.Hour)
+	br.step("paste a fresh token", 2*time.Minute,
+		chromedp.SendKeys(chromedp.ID("renew-token"), fresh),
+		chromedp.Click(chromedp.ID("renew-button")),
+	)
+	br.until("live again", live+` && `+dashboardShown+` && document.getElementById("renew").hidden`)
 }

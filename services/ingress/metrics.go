@@ -100,6 +100,22 @@ func (r *statusRecorder) Flush() {
 // Unwrap lets http.ResponseController reach the real writer.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// methodLabel maps a request's method to the metrics' method label: the
+// methods the API serves as they are, anything else "other". The method is
+// the client's to choose (the catch-all route takes any, without a token),
+// so using it raw would let anyone add series without bound.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
+}
+
+// instrument counts and times h's requests under route, which must be a
+// fixed name (a route's pattern, or "unmatched"), never anything taken
+// from the request.
 func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -114,7 +130,7 @@ func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
 			if route == "POST /v1/orders" && rec.status == http.StatusAccepted {
 				s.metrics.accepted.Inc()
 			}
-			s.metrics.requests.WithLabelValues(route, r.Method, code).Inc()
+			s.metrics.requests.WithLabelValues(route, methodLabel(r.Method), code).Inc()
 			s.metrics.latency.WithLabelValues(route, code).Observe(time.Since(start).Seconds())
 		}()
 		h(rec, r)

@@ -17,8 +17,8 @@ func (s *Server) orderRoutes() {
 	s.handle("GET /v1/orders", s.user(s.listOrders))
 	s.handle("GET /v1/orders/{id}", s.user(s.getOrder))
 	s.handle("GET /v1/orders/{id}/events", s.user(s.orderEvents))
-	s.handle("POST /v1/orders/{id}/cancel", s.user(s.cancelOrder))
-	s.handle("POST /v1/skus/{id}/restock", s.admin(s.restock))
+	s.handle("POST /v1/orders/{id}/cancel", s.writer(s.cancelOrder))
+	s.handle("POST /v1/skus/{id}/restock", s.adminWriter(s.restock))
 }
 
 // cancelOrder is POST /v1/orders/{id}/cancel: the caller cancels a pending

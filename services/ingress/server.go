@@ -29,6 +29,17 @@ type Config struct {
 	CheckoutBurst        int     // the bucket's size (0: the rate, rounded up)
 	CheckoutInflight     int     // checkouts in flight per user; beyond: 429
 	MaxInflightCheckouts int     // checkouts in flight of all users; beyond: 503
+
+	// The per-user limit of every other write route and of the preview
+	// (writelimits.go): one token bucket per user for all of them; beyond
+	// it, 429. 0 turns it off.
+	WriteRate  float64 // requests per second per user
+	WriteBurst int     // the bucket's size (0: twice the rate, rounded up)
+
+	// Caps of the open event streams and long-polls (streams.go); beyond
+	// them, 429. 0 turns each off.
+	StreamsPerUser int // of one user
+	StreamsTotal   int // of all users, in this process
 }
 
 // Checker is a dependency that readiness checks.
@@ -78,9 +89,11 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
-	routes  []string    // "METHOD /pattern" of every route, for the OpenAPI test
-	skus    *skuCache   // SKUs for the checkout's pause check and price quote (skucache.go)
-	queue   *queueLines // pending orders' places in line (queue.go)
+	routes  []string      // "METHOD /pattern" of every route, for the OpenAPI test
+	skus    *skuCache     // SKUs for the checkout's pause check and price quote (skucache.go)
+	queue   *queueLines   // pending orders' places in line (queue.go)
+	writes  *writeLimiter // the per-user bucket of the write routes and the preview (writelimits.go)
+	streams *streamSlots  // the open event streams and long-polls (streams.go)
 }
 
 // New returns a server with every route registered.
@@ -101,6 +114,8 @@ func New(cfg Config, d Deps) *Server {
 	s.skus = newSKUCache(d.SKUs, skuCacheTTL, d.Log)
 	s.queue = newQueueLines(d.Status, cfg.Partitions)
 	s.metrics = newMetrics(d.Registry)
+	s.writes = newWriteLimiter(cfg, d.Registry)
+	s.streams = newStreamSlots(cfg, d.Registry)
 	if d.Ops != nil {
 		d.Ops.CountAccepted(s.acceptedTotal)
 	}
@@ -120,10 +135,13 @@ func (s *Server) Routes() []string { return append([]string(nil), s.routes...) }
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // handle registers h for pattern ("METHOD /path"), instrumented and with its
-// errors answered as problems.
+// errors answered as problems. The answer must be written within
+// requestWriteTimeout (the server has no write timeout of its own:
+// streams and long-polls set their own deadlines, streams.go).
 func (s *Server) handle(pattern string, h handlerFunc) {
 	s.routes = append(s.routes, pattern)
 	s.mux.Handle(pattern, s.instrument(pattern, func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(requestWriteTimeout))
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
@@ -133,7 +151,11 @@ func (s *Server) handle(pattern string, h handlerFunc) {
 func (s *Server) registerRoutes() {
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
-	s.mux.Handle("GET /metrics", s.metrics.handler(s.Registry))
+	scrape := s.metrics.handler(s.Registry)
+	s.mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(requestWriteTimeout))
+		scrape.ServeHTTP(w, r)
+	}))
 	s.routes = append(s.routes, "GET /metrics")
 	s.handle("GET /openapi.json", s.openAPI)
 	s.catalogRoutes()
@@ -153,13 +175,30 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	serveReady(w, r, s.log, s.Ready)
+	return nil
+}
+
+// ReadyHandler serves GET /readyz for checks (a worker process's ops
+// server uses it; the ingress's own route does the same).
+func ReadyHandler(log *slog.Logger, checks []Checker) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveReady(w, r, log, checks) })
+}
+
+// serveReady pings every dependency within 2 s and answers 200 when all
+// answer, else 503, with {ready, checks: {name: "ok" | "down"}}. The route
+// is public, so it names the dependency that is down and never why: a
+// driver's error names internal hosts, ports and users. The error goes to
+// the log.
+func serveReady(w http.ResponseWriter, r *http.Request, log *slog.Logger, deps []Checker) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	checks := make(map[string]string, len(s.Ready))
+	checks := make(map[string]string, len(deps))
 	ok := true
-	for _, c := range s.Ready {
+	for _, c := range deps {
 		if err := c.Ping(ctx); err != nil {
-			checks[c.Name] = "down: " + err.Error()
+			log.WarnContext(ctx, "readiness: dependency down", "dependency", c.Name, "err", err)
+			checks[c.Name] = "down"
 			ok = false
 			continue
 		}
@@ -169,8 +208,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		status = http.StatusServiceUnavailable
 	}
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
-	return nil
 }
 
 func (s *Server) recoverPanics(next http.Handler) http.Handler {

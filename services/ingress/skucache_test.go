@@ -25,12 +25,16 @@ type countingSKUs struct {
 	mu    sync.Mutex
 	skus  map[uuid.UUID]order.SKU
 	reads int
+	ids   int // ids looked up, in all reads
+	last  int // ids looked up by the last read
 }
 
 func (c *countingSKUs) SKUsByID(_ context.Context, ids []uuid.UUID) (map[uuid.UUID]*order.SKU, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.reads++
+	c.ids += len(ids)
+	c.last = len(ids)
 	out := map[uuid.UUID]*order.SKU{}
 	for _, id := range ids {
 		if s, ok := c.skus[id]; ok {
@@ -50,6 +54,68 @@ func (c *countingSKUs) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.reads
+}
+
+// lookups returns the reads, the ids they looked up, and the ids of the
+// last read.
+func (c *countingSKUs) lookups() (reads, ids, last int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads, c.ids, c.last
+}
+
+// TestSKUCacheMissesStayOut replays the review's flood: 400 previews of 50
+// random ids (none exists) then one checkout of a real SKU. The misses
+// must not grow the cache nor the refresh: the checkout's refresh looks up
+// the SKU it asked for, not the 20,000 ids of the flood.
+func TestSKUCacheMissesStayOut(t *testing.T) {
+	t.Parallel()
+	id := uuid.New()
+	store := &countingSKUs{skus: map[uuid.UUID]order.SKU{id: {ID: id, Name: "a", Price: 100}}}
+	const ttl = 20 * time.Millisecond
+	c := newSKUCache(store, ttl, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	if _, err := c.get(ctx, []uuid.UUID{id}); err != nil {
+		t.Fatal(err)
+	}
+	for range 400 {
+		ids := make([]uuid.UUID, 50)
+		for i := range ids {
+			ids[i] = uuid.New()
+		}
+		got, err := c.get(ctx, ids)
+		if err != nil || len(got) != 0 {
+			t.Fatalf("random ids: %v, %v", got, err)
+		}
+	}
+	c.mu.Lock()
+	held := len(c.entries) + len(c.misses)
+	c.mu.Unlock()
+	if held > 1+skuMissMax {
+		t.Errorf("the cache holds %d entries after a flood of unknown ids, want at most %d", held, 1+skuMissMax)
+	}
+
+	time.Sleep(2 * ttl) // everything is stale
+	before, _, _ := store.lookups()
+	if got, err := c.get(ctx, []uuid.UUID{id}); err != nil || got[id] == nil {
+		t.Fatalf("the real SKU: %v, %v", got, err)
+	}
+	// The stale SKU is served and one refresh reads it in the background.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reads, _, last := store.lookups()
+		if reads > before {
+			if last > 1 {
+				t.Errorf("one checkout of one SKU made the cache look up %d ids, want 1", last)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no refresh of the stale SKU")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("after the flood: %d entries held, the refresh read %d id(s)", held, func() int { _, _, l := store.lookups(); return l }())
 }
 
 // TestSKUCacheForget checks that a forgotten SKU is read again at the next

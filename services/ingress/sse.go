@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -45,6 +44,14 @@ const sseRetry = 2 * time.Second
 // that already saw a final status gets 204 No Content, which tells
 // EventSource to stop reconnecting. A Last-Event-ID that names no status is
 // 400. A comment every sseHeartbeat keeps the connection alive.
+//
+// The stream takes one of the caller's places (streams.go: 429 past the
+// caps), every write must go through within streamWriteTimeout, and the
+// stream ends when the caller's token expires, with an event
+//
+//	event: token_expired
+//
+// after which the client reconnects with a fresh token and Last-Event-ID.
 func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathUUID(r, "id")
 	if err != nil {
@@ -58,7 +65,12 @@ func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		seen = order.StatusRank(st)
 	}
-	ctx, user := r.Context(), principal(r.Context()).UserID
+	st, err := s.openStream(r)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	ctx, user := st.ctx, principal(r.Context()).UserID
 	// Subscribe before reading, so that no change falls in between.
 	changes, stop := s.watch(id)
 	defer stop()
@@ -72,14 +84,8 @@ func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives any write timeout
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	w.WriteHeader(http.StatusOK)
-	if _, err := fmt.Fprintf(w, "retry: %d\n\n", sseRetry.Milliseconds()); err != nil {
+	sw := newSSEWriter(w, sseHeartbeat)
+	if sw.start() != nil {
 		return nil
 	}
 	// send writes o if it is news to the client, and reports whether the
@@ -89,19 +95,14 @@ func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
 		if rank <= seen {
 			return false
 		}
-		if err := writeSSE(w, o); err != nil {
-			return true
-		}
-		if err := rc.Flush(); err != nil {
+		frame, err := sseFrame(o)
+		if err != nil || sw.send(frame) != nil {
 			return true
 		}
 		seen = rank
 		return o.Status.Final()
 	}
 	if send(o) {
-		return nil
-	}
-	if err := rc.Flush(); err != nil {
 		return nil
 	}
 	// sendPlace writes the order's place in line while it is pending and
@@ -116,10 +117,7 @@ func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
 			return false
 		}
 		place = &n
-		if _, err := fmt.Fprintf(w, "event: queue\ndata: {\"queue_position\":%d}\n\n", n); err != nil {
-			return true
-		}
-		return rc.Flush() != nil
+		return sw.send(fmt.Appendf(nil, "event: queue\ndata: {\"queue_position\":%d}\n\n", n)) != nil
 	}
 	var queueTick <-chan time.Time
 	if ticket.N != 0 {
@@ -148,31 +146,28 @@ func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
 					return nil
 				}
 			}
-			if _, err := w.Write([]byte(": heartbeat\n\n")); err != nil {
-				return nil
-			}
-			if err := rc.Flush(); err != nil {
+			if sw.send([]byte(": heartbeat\n\n")) != nil {
 				return nil
 			}
 		case <-ctx.Done():
+			if st.expired() {
+				sw.tokenExpired()
+			}
 			return nil
 		}
 	}
 }
 
-// writeSSE writes one event: the order's status as id and event name, the
+// sseFrame is one event: the order's status as id and event name, the
 // order as data (one line: JSON never holds a raw newline).
-func writeSSE(w http.ResponseWriter, o *order.Order) error {
+func sseFrame(o *order.Order) ([]byte, error) {
 	c := *o
 	if c.Lines == nil {
 		c.Lines = []order.Line{}
 	}
 	data, err := json.Marshal(&c)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "id: %s\nevent: %s\ndata: %s\n\n", o.Status, o.Status, data)
-	_, err = w.Write(b.Bytes())
-	return err
+	return fmt.Appendf(nil, "id: %s\nevent: %s\ndata: %s\n\n", o.Status, o.Status, data), nil
 }

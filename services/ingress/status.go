@@ -156,6 +156,11 @@ func invalidWait() error {
 // its status then. An order already past it is answered at once, so a
 // decision that landed before the poll arrived is not held back; a client
 // that saw confirmed and waits for the payment asks ?since=confirmed.
+//
+// A long-poll takes one of the caller's stream places (streams.go: 429
+// past the caps) and waits no longer than the caller's token is valid:
+// at its expiry it answers the status then, and the client polls again
+// with a fresh token.
 func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathUUID(r, "id")
 	if err != nil {
@@ -178,6 +183,16 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 		writeOrder(w, http.StatusOK, o)
 		return nil
 	}
+	st, err := s.openStream(r)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	if !st.exp.IsZero() {
+		wait = min(wait, time.Until(st.exp))
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(wait + streamWriteTimeout))
 	// Subscribe before reading, so that no change falls in between.
 	changes, stop := s.watch(id)
 	defer stop()
@@ -191,6 +206,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	writeOrder(w, http.StatusOK, o)
 	return nil
 }

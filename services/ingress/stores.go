@@ -26,10 +26,13 @@ type SKUStore interface {
 
 // AddressStore keeps users' shipping addresses (pkg/postgres).
 type AddressStore interface {
-	// CreateAddress stores a validated address for user.
+	// CreateAddress stores a validated address for user, or returns
+	// ECONFLICT if the user keeps the most addresses allowed.
 	CreateAddress(ctx context.Context, userID string, a *order.NewAddress) (*order.Address, error)
-	// Addresses lists user's addresses, newest (the default) first.
-	Addresses(ctx context.Context, userID string) ([]order.Address, error)
+	// AddressPage lists up to limit of user's addresses after cursor
+	// ("": the first page), newest (the default) first, and returns the
+	// next page's cursor ("" on the last); a bad cursor is EINVALID.
+	AddressPage(ctx context.Context, userID, cursor string, limit int) ([]order.Address, string, error)
 	// Address returns one of user's addresses, or ENOTFOUND if it does not
 	// exist, was deleted, or is another user's.
 	Address(ctx context.Context, userID string, id uuid.UUID) (*order.Address, error)

@@ -3,17 +3,28 @@
 // an Authorization header) and renders each snapshot; the switches call the
 // admin API. Everything the server sends is shown with textContent, never
 // parsed as HTML.
+//
+// The server ends the stream when the token expires (a last event
+// "token_expired"). The page reads the token's exp and, from RENEW_AHEAD_MS
+// before it, asks for a fresh token without leaving the dashboard; a fresh
+// token pasted then replaces the stream at once, so the numbers never
+// stop. A token left to expire stops the stream: the dashboard stays with
+// its last numbers, says so, and resumes as soon as a fresh token is
+// pasted.
 "use strict";
 
 (() => {
   const TOKEN_KEY = "orderd.adminToken";
   const HISTORY_KEY = "orderd.history";
   const WINDOW_MS = 120000; // the chart's last two minutes
+  const RENEW_AHEAD_MS = 5 * 60 * 1000; // ask for a fresh token this long before exp
+  const EXPIRY_SKEW_MS = 60000; // a 401 this close to exp is the token's expiry
   const $ = (id) => document.getElementById(id);
 
   let token = sessionStorage.getItem(TOKEN_KEY) || "";
   let controller = null; // aborts the current stream
   let retryTimer = null;
+  let expired = false; // the stream stopped because the token expired
   // The chart's points {t (ms), a (accepted/s), d (decided/s)}, kept in
   // sessionStorage so that a reload does not empty the chart.
   let history = [];
@@ -22,6 +33,75 @@
   } catch (_) {
     history = [];
   }
+
+  // ---- the token's lifetime ----
+
+  // tokenExpiry returns the exp of a JWT in ms, or null. The payload is
+  // read, not verified: the server does that.
+  function tokenExpiry(t) {
+    try {
+      let p = t.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      while (p.length % 4) p += "=";
+      const exp = JSON.parse(atob(p)).exp;
+      return typeof exp === "number" ? exp * 1000 : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function duration(ms) {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const pad = (n) => String(n).padStart(2, "0");
+    return (h ? h + ":" + pad(m) : String(m)) + ":" + pad(s % 60);
+  }
+
+  // tick shows how long the token lasts, and asks for a fresh one when it
+  // is about to expire.
+  function tick() {
+    const el = $("token-expiry");
+    const exp = token ? tokenExpiry(token) : null;
+    if (!exp || $("dashboard").hidden) {
+      el.hidden = true;
+      return;
+    }
+    const left = exp - Date.now();
+    el.hidden = false;
+    el.textContent = left > 0 ? "token expires in " + duration(left) : "token expired";
+    if (left < RENEW_AHEAD_MS) showRenew();
+  }
+  setInterval(tick, 1000);
+
+  function showRenew() {
+    const exp = tokenExpiry(token);
+    const at = exp ? new Date(exp).toLocaleTimeString() : "?";
+    const text = expired
+      ? "Your admin token expired at " + at + ": the numbers below stopped then. Paste a fresh token to carry on."
+      : "Your admin token expires at " + at + ". Paste a fresh one now and the live numbers carry on without a gap.";
+    if ($("renew-text").textContent !== text) $("renew-text").textContent = text;
+    $("renew").hidden = false;
+  }
+
+  // onExpired: the stream stopped for the token's expiry.
+  function onExpired() {
+    stopStream();
+    expired = true;
+    setStatus("off", "token expired");
+    showDashboard();
+    showRenew();
+    tick();
+  }
+
+  $("renew-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const t = $("renew-token").value.trim().replace(/^Bearer\s+/i, "");
+    if (!t) return;
+    token = t;
+    sessionStorage.setItem(TOKEN_KEY, t);
+    $("renew-token").value = "";
+    start();
+  });
 
   // ---- login ----
 
@@ -54,6 +134,8 @@
 
   $("logout").addEventListener("click", () => {
     token = "";
+    expired = false;
+    $("renew").hidden = true;
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.removeItem(HISTORY_KEY);
     history = [];
@@ -77,8 +159,11 @@
 
   function start() {
     stopStream();
+    expired = false;
+    $("renew").hidden = true;
     showDashboard();
     connect();
+    tick();
   }
 
   function retry(why) {
@@ -112,6 +197,10 @@
       if (!ctrl.signal.aborted) retry("network");
       return;
     }
+    if (resp.status === 401 && tokenExpiry(token) !== null && tokenExpiry(token) - Date.now() < EXPIRY_SKEW_MS) {
+      onExpired();
+      return;
+    }
     if (resp.status === 401 || resp.status === 403) {
       const text = await problemText(resp);
       token = "";
@@ -126,6 +215,7 @@
     setStatus("live", "live");
     const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";
+    let tokenExpired = false;
     try {
       for (;;) {
         const { value, done } = await reader.read();
@@ -135,15 +225,18 @@
         while ((i = buf.indexOf("\n\n")) >= 0) {
           const frame = buf.slice(0, i);
           buf = buf.slice(i + 2);
-          onFrame(frame);
+          if (onFrame(frame) === "token_expired") tokenExpired = true;
         }
       }
     } catch (e) {
       if (ctrl.signal.aborted) return;
     }
-    if (controller === ctrl) retry("stream ended");
+    if (controller !== ctrl) return;
+    if (tokenExpired) onExpired();
+    else retry("stream ended");
   }
 
+  // onFrame handles one event of the stream and returns its name.
   function onFrame(frame) {
     let event = "message";
     const data = [];
@@ -156,12 +249,13 @@
       if (field === "event") event = val;
       else if (field === "data") data.push(val);
     }
-    if (event !== "snapshot" || data.length === 0) return;
+    if (event !== "snapshot" || data.length === 0) return event;
     try {
       render(JSON.parse(data.join("\n")));
     } catch (e) {
       console.error("bad snapshot", e);
     }
+    return event;
   }
 
   // ---- rendering ----
