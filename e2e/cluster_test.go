@@ -87,6 +87,7 @@ func TestClusterNodeKilledMidSale(t *testing.T) {
 	t.Logf("cluster of 3 formed, R3 streams created after %s", since())
 
 	dsn, db := pgtest.New(t)
+	checkDecidedOnceAtEnd(t, db)
 	rs, prefix := redistest.New(t)
 	unlinkOnCleanup(t, rs, prefix)
 	env := []string{

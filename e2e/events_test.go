@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres"
 )
 
 // cloudEvent is an event on ORDER_EVENTS as a downstream consumer reads it.
@@ -220,4 +222,40 @@ func checkOneDecisionEach(t *testing.T, ev *decisionEvents, want map[uuid.UUID]o
 	if ev.Raw != ev.Distinct {
 		t.Logf("%d decision event messages for %d distinct events (duplicates a consumer drops by id)", ev.Raw, ev.Distinct)
 	}
+}
+
+// repeatedDecisions describes the orders of db whose decision event was
+// written more than once ("" if none). A repeated decision writes the same
+// event id, which the outbox, JetStream's dedupe and readDecisions all drop
+// as a copy: the stream cannot show it, the outbox's count of writes
+// (order_decisions) does.
+func repeatedDecisions(ctx context.Context, db *postgres.DB) (string, error) {
+	var r struct {
+		N       int            `db:"n"`
+		Example sql.NullString `db:"example"`
+		Writes  sql.NullInt64  `db:"writes"`
+	}
+	err := db.GetContext(ctx, &r, `SELECT count(*) AS n, min(order_id::text) AS example, max(writes) AS writes FROM order_decisions WHERE writes > 1`)
+	if err != nil || r.N == 0 {
+		return "", err
+	}
+	return fmt.Sprintf("%d orders decided more than once (decision event written up to %d times; for example order %s)", r.N, r.Writes.Int64, r.Example.String), nil
+}
+
+// checkDecidedOnceAtEnd fails the test, when it ends, if an order of db
+// was decided more than once: every test's one-decision check, beside
+// checkOneDecisionEach's look at the stream.
+func checkDecidedOnceAtEnd(t *testing.T, db *postgres.DB) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		problem, err := repeatedDecisions(ctx, db)
+		switch {
+		case err != nil:
+			t.Errorf("count repeated decisions: %v", err)
+		case problem != "":
+			t.Error(problem)
+		}
+	})
 }

@@ -37,6 +37,7 @@ func TestTwoWorkerProcessesOneKilled(t *testing.T) {
 	bin := orderdBinary(t)
 	t.Logf("orderd built in %s", time.Since(t0).Round(time.Millisecond))
 	dsn, db := pgtest.New(t) // migrated: the processes run with NO_MIGRATE
+	checkDecidedOnceAtEnd(t, db)
 	rs, prefix := redistest.New(t)
 	unlinkOnCleanup(t, rs, prefix)
 	ns := natstest.StartDir(t, t.TempDir())

@@ -53,6 +53,7 @@ type stack struct {
 func newStack(t *testing.T) *stack {
 	t.Helper()
 	dsn, db := pgtest.New(t)
+	checkDecidedOnceAtEnd(t, db)
 	rs, prefix := redistest.New(t)
 	unlinkOnCleanup(t, rs, prefix)
 	ns := natstest.Start(t)

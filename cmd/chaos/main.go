@@ -139,6 +139,7 @@ type Report struct {
 	Oversold   int64            `json:"oversold"`
 	Duplicates int              `json:"duplicates"`
 	Leaked     int              `json:"leaked"`
+	Repeated   int              `json:"repeated_decisions"` // orders decided more than once, whole database (order_decisions)
 	Faults     []FaultReport    `json:"faults"`
 	NotRun     []string         `json:"faults_not_run,omitempty"`
 	PeakRSSKB  map[string]int64 `json:"peak_rss_kb"`
@@ -481,6 +482,13 @@ func runChaos(o options) int {
 			logf("re-read %d orders through a restarted api: %d stale at first, %d still stale after %s, %d errors", rr.Orders, rr.StaleFirst, rr.Stale, rereadSettle, rr.Errors)
 		}
 	}
+	if ctx.Err() == nil {
+		if n, example, err := repeatedDecisions(ctx, db); err != nil {
+			rep.Failures = append(rep.Failures, err.Error())
+		} else if rep.Repeated = n; n > 0 {
+			logf("%d orders decided more than once (for example %s)", n, example)
+		}
+	}
 	stopSamp()
 	sampWG.Wait()
 	for _, p := range all {
@@ -663,7 +671,7 @@ func judge(rep *Report, interrupted bool) {
 	for _, k := range []struct {
 		n    int64
 		what string
-	}{{int64(rep.Lost), "lost"}, {rep.Oversold, "oversold"}, {int64(rep.Duplicates), "duplicates"}, {int64(rep.Leaked), "leaked"}} {
+	}{{int64(rep.Lost), "lost"}, {rep.Oversold, "oversold"}, {int64(rep.Duplicates), "duplicates"}, {int64(rep.Leaked), "leaked"}, {int64(rep.Repeated), "repeated_decisions"}} {
 		if k.n != 0 {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("%s = %d", k.what, k.n))
 		}

@@ -121,3 +121,19 @@ func readPass(ctx context.Context, api *apiClient, secret []byte, all []row, r *
 	wg.Wait()
 	return stale
 }
+
+// repeatedDecisions counts the orders of the whole database (the
+// scenarios' and the probe's) whose decision event was written more than
+// once, and names one. A decision made twice with the same outcome writes
+// the same event id, which the outbox, JetStream's dedupe and flashbench's
+// stream check all drop as a copy; the outbox's count of writes per order
+// (order_decisions) keeps it.
+func repeatedDecisions(ctx context.Context, db *sql.DB) (int, string, error) {
+	var n int
+	var example sql.NullString
+	err := db.QueryRowContext(ctx, `SELECT count(*), min(order_id::text) FROM order_decisions WHERE writes > 1`).Scan(&n, &example)
+	if err != nil {
+		return 0, "", fmt.Errorf("count repeated decisions: %w", err)
+	}
+	return n, example.String, nil
+}

@@ -156,6 +156,7 @@ func verify(ctx context.Context, cfg Config, r *runner, s *Summary, since time.T
 			s.Oversold = rep.Oversold
 			s.StockLeft, s.Unseen = &rep.StockLeft, &rep.Unseen
 			s.DupOrders, s.Leaked, s.OpenResv = &rep.DupOrders, &rep.Leaked, &rep.Open
+			s.RepeatDec = &rep.RepeatedDecisions
 		}
 	}
 

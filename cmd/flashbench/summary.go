@@ -59,6 +59,7 @@ type Summary struct {
 	Responses  map[string]int `json:"responses"`               // final answers by status and problem title
 	DupEvents  *int           `json:"duplicate_events,omitempty"`
 	DupOrders  *int           `json:"duplicate_orders,omitempty"`    // orders beyond one per buyer (database)
+	RepeatDec  *int           `json:"repeated_decisions,omitempty"`  // orders decided more than once (database: decision event written twice)
 	Leaked     *int           `json:"leaked_reservations,omitempty"` // reservations of decided orders still holding stock
 	OpenResv   *int           `json:"open_reservations,omitempty"`   // reservations of decided orders still requested
 	MultiDec   *int           `json:"multiple_decisions,omitempty"`  // orders with more than one distinct decision event

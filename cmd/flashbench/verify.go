@@ -21,8 +21,9 @@ const (
 	CheckAcceptedDecided   = "accepted_orders_decided"              // every accepted order is in the database and not pending
 	CheckNoDuplicateOrders = "no_duplicate_orders"                  // one order per buyer (one Idempotency-Key each)
 	CheckNoLeakedResv      = "no_leaked_reservations"               // no reservation still holds stock once its order is decided
-	CheckNoSpuriousOOS     = "no_out_of_stock_while_stock_remained" // single-SKU runs: out_of_stock only once stock ran out
+	CheckNoSpuriousOOS     = "no_out_of_stock_while_stock_remained" // single-SKU runs: out_of_stock only once stock ran out (no confirmation decided after one)
 	CheckFairSellout       = "fair_sellout"                         // single-SKU runs: exactly min(S, orders) confirmed
+	CheckOneDecisionWrite  = "one_decision_written_per_order"       // order_decisions: no order's decision event written twice
 	CheckOneDecisionEvent  = "one_decision_event_per_order"         // ORDER_EVENTS: exactly one decision per accepted order
 	CheckDecisionMatches   = "decision_events_match_status"         // ORDER_EVENTS: the decision event agrees with the status seen
 	CheckCompleted         = "run_completed"                        // the run was not interrupted
@@ -100,6 +101,10 @@ type DBReport struct {
 	DupOrders int   // orders beyond the first of a buyer (each buyer sent one Idempotency-Key)
 	Leaked    int   // reservations of the run's decided orders that still hold stock
 	Open      int   // reservations of the run's decided orders still requested (a reserve command in flight)
+	// RepeatedDecisions counts the run's orders whose decision event was
+	// written more than once (order_decisions.writes > 1): decided again,
+	// with the same outcome, which every copy of the event hides.
+	RepeatedDecisions int
 }
 
 type skuRow struct {
@@ -194,6 +199,12 @@ func verifyDB(ctx context.Context, db *sql.DB, s DBScope) (DBReport, error) {
 	}
 	r.Checks = append(r.Checks, leaked)
 
+	repeated, err := checkDecisionWrites(ctx, db, like, &r)
+	if err != nil {
+		return r, err
+	}
+	r.Checks = append(r.Checks, repeated)
+
 	if s.SingleSKU && len(skus) == 1 {
 		fc, err := checkFairness(ctx, db, s, skus[0], r, !decided.Failed())
 		if err != nil {
@@ -282,12 +293,19 @@ func checkFairness(ctx context.Context, db *sql.DB, s DBScope, k skuRow, r DBRep
 	if err != nil {
 		return nil, fmt.Errorf("count rejections: %w", err)
 	}
-	var out []Check
-	if oos > 0 && k.Stock >= q {
-		out = append(out, fail(CheckNoSpuriousOOS, "%d buyers were rejected out_of_stock but SKU %s ends with stock %d (each asked for %d)", oos, k.ID, k.Stock, q))
-	} else {
-		out = append(out, pass(CheckNoSpuriousOOS))
+	early, err := outOfStockBeforeConfirmation(ctx, db, s.UserPrefix, k.ID)
+	if err != nil {
+		return nil, err
 	}
+	var spurious []string
+	if oos > 0 && k.Stock >= q {
+		spurious = append(spurious, fmt.Sprintf("%d buyers were rejected out_of_stock but SKU %s ends with stock %d (each asked for %d)", oos, k.ID, k.Stock, q))
+	}
+	if early.n > 0 {
+		spurious = append(spurious, fmt.Sprintf("%d buyers were rejected out_of_stock before a later confirmation of SKU %s (for example order %s, decision %d of the SKU, before the confirmation of order %s, decision %d)",
+			early.n, k.ID, early.order, early.seq, early.later, early.laterSeq))
+	}
+	out := []Check{failIf(CheckNoSpuriousOOS, spurious)}
 	if r.Pending > 0 || !allDecided {
 		out = append(out, skip(CheckFairSellout, "not every accepted order is decided in the database"))
 		return out, nil
@@ -307,6 +325,72 @@ func checkFairness(ctx context.Context, db *sql.DB, s DBScope, k skuRow, r DBRep
 		out = append(out, pass(CheckFairSellout))
 	}
 	return out, nil
+}
+
+// earlyRejections are the out_of_stock rejections decided before a later
+// confirmation of the same SKU, and an example.
+type earlyRejections struct {
+	n             int
+	order, later  uuid.UUID
+	seq, laterSeq int64
+}
+
+// outOfStockBeforeConfirmation finds the run's orders of sku rejected
+// out_of_stock before the last confirmation of sku was decided, in the
+// order the decisions took effect (order_decisions.seq: numbered when the
+// deciding transaction wrote its events, under the SKU's lock). With
+// orders of one size and no stock coming back, a rejection out_of_stock
+// followed by a confirmation refused a unit that a later buyer then got:
+// stock remained when that buyer was refused, even if the sale ends sold
+// out.
+func outOfStockBeforeConfirmation(ctx context.Context, db *sql.DB, userPrefix string, sku uuid.UUID) (earlyRejections, error) {
+	var e earlyRejections
+	var order, later sql.NullString
+	var seq, laterSeq sql.NullInt64
+	err := db.QueryRowContext(ctx, `
+		WITH d AS (
+			SELECT o.id, o.reject_reason, d.seq, d.event_type
+			FROM orders o
+			JOIN order_decisions d ON d.order_id = o.id
+			WHERE o.user_id LIKE $1 AND EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id AND l.sku_id = $2)
+		), last AS (
+			SELECT id, seq FROM d WHERE event_type = 'order.confirmed' ORDER BY seq DESC LIMIT 1
+		), early AS (
+			SELECT d.id, d.seq FROM d, last
+			WHERE d.event_type = 'order.rejected' AND d.reject_reason = 'out_of_stock' AND d.seq < last.seq
+		)
+		SELECT (SELECT count(*) FROM early),
+		       (SELECT id::text FROM early ORDER BY seq LIMIT 1), (SELECT min(seq) FROM early),
+		       (SELECT id::text FROM last), (SELECT seq FROM last)`, userPrefix+"%", sku).Scan(&e.n, &order, &seq, &later, &laterSeq)
+	if err != nil {
+		return e, fmt.Errorf("order the decisions: %w", err)
+	}
+	if e.n > 0 {
+		e.order, e.later = uuid.MustParse(order.String), uuid.MustParse(later.String)
+		e.seq, e.laterSeq = seq.Int64, laterSeq.Int64
+	}
+	return e, nil
+}
+
+// checkDecisionWrites checks that no order of the run had its decision
+// event written more than once. A repeated decision writes the same event
+// id (derived from the order and the type), which the outbox, JetStream's
+// dedupe and the stream check all drop as a copy: only the count of writes
+// that the outbox keeps (order_decisions) shows it.
+func checkDecisionWrites(ctx context.Context, db *sql.DB, like string, r *DBReport) (Check, error) {
+	var example sql.NullString
+	var writes sql.NullInt64
+	err := db.QueryRowContext(ctx, `
+		SELECT count(*), min(d.order_id::text), max(d.writes)
+		FROM order_decisions d JOIN orders o ON o.id = d.order_id
+		WHERE d.writes > 1 AND o.user_id LIKE $1`, like).Scan(&r.RepeatedDecisions, &example, &writes)
+	if err != nil {
+		return Check{}, fmt.Errorf("count repeated decisions: %w", err)
+	}
+	if r.RepeatedDecisions > 0 {
+		return fail(CheckOneDecisionWrite, "%d orders were decided more than once (their decision event written up to %d times; for example order %s)", r.RepeatedDecisions, writes.Int64, example.String), nil
+	}
+	return pass(CheckOneDecisionWrite), nil
 }
 
 func uuidStrings(ids []uuid.UUID) []string {

@@ -8,9 +8,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres"
 	"github.com/flashsale/orderd/pkg/postgres/pgtest"
 )
 
@@ -18,6 +21,7 @@ import (
 type saleDB struct {
 	t      *testing.T
 	db     *sql.DB
+	pg     *postgres.DB
 	prefix string
 	skus   []uuid.UUID
 	ids    []uuid.UUID // orders "answered 202"
@@ -28,7 +32,7 @@ var orderSeq atomic.Int64
 func newSaleDB(t *testing.T) *saleDB {
 	t.Helper()
 	_, db := pgtest.New(t)
-	return &saleDB{t: t, db: db.DB.DB, prefix: "fb-test" + fmt.Sprint(orderSeq.Add(1)) + "-"}
+	return &saleDB{t: t, db: db.DB.DB, pg: db, prefix: "fb-test" + fmt.Sprint(orderSeq.Add(1)) + "-"}
 }
 
 func (s *saleDB) exec(q string, args ...any) {
@@ -49,7 +53,9 @@ func (s *saleDB) sku(initial, restocked, stock, unitsSold int64) uuid.UUID {
 }
 
 // order inserts an order of buyer user (of the run unless user has its own
-// prefix) with one unit of each SKU, and counts it as answered 202.
+// prefix) with one unit of each SKU, and counts it as answered 202. A
+// decided order's decision event is written as a partition writes it
+// (postgres.InsertOutbox), so that the calls' order is the decisions'.
 func (s *saleDB) order(user, status, reason string, skus ...uuid.UUID) uuid.UUID {
 	s.t.Helper()
 	if !strings.Contains(user, "-") {
@@ -71,7 +77,43 @@ func (s *saleDB) order(user, status, reason string, skus ...uuid.UUID) uuid.UUID
 			VALUES ($1, $2, $3, 1, 1999, 1999)`, id, i, sku)
 	}
 	s.ids = append(s.ids, id)
+	s.decide(id, status, skus...)
 	return id
+}
+
+// decide writes the decision event of order id, whose status is now
+// status, and relays it (the outbox row is deleted, as the relay does once
+// JetStream acked it). Pending and cancelled orders have none here.
+func (s *saleDB) decide(id uuid.UUID, status string, skus ...uuid.UUID) {
+	s.t.Helper()
+	decision := order.Status(status)
+	switch decision {
+	case order.StatusPending, order.StatusCancelled:
+		return
+	case order.StatusPaid, order.StatusExpired:
+		decision = order.StatusConfirmed
+	}
+	o := &order.Order{ID: id, Status: decision, Lines: []order.Line{}}
+	for _, sku := range skus {
+		o.Lines = append(o.Lines, order.Line{SKUID: sku, Quantity: 1, UnitPrice: 1999, LineTotal: 1999})
+	}
+	m, err := postgres.EventMessage(order.OrderEvent(o, time.Now()))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx := context.Background()
+	tx, err := s.pg.BeginTxx(ctx, nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := postgres.InsertOutbox(ctx, tx, []postgres.OutboxMessage{m}); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.exec(`DELETE FROM outbox`)
 }
 
 func (s *saleDB) verify(single bool) DBReport {
@@ -122,8 +164,8 @@ func TestVerifyDBConsistentSellout(t *testing.T) {
 
 	r := s.verify(true)
 	wantFailed(t, r)
-	if len(r.Checks) != 9 {
-		t.Errorf("%d checks, want 9", len(r.Checks))
+	if len(r.Checks) != 10 {
+		t.Errorf("%d checks, want 10", len(r.Checks))
 	}
 	if r.Orders != 5 || r.Pending != 0 || r.Unseen != 0 || r.StockLeft != 0 || r.Held != 3 || r.Oversold != 0 {
 		t.Errorf("report %+v", r)
@@ -288,5 +330,43 @@ func TestVerifyDBLeakedReservations(t *testing.T) {
 	wantFailed(t, r, CheckNoLeakedResv)
 	if r.Leaked != 3 || r.Open != 1 {
 		t.Errorf("Leaked %d, Open %d; want 3 and 1", r.Leaked, r.Open)
+	}
+}
+
+// A buyer told out_of_stock mid-sale while later buyers were confirmed: the
+// sale still ends sold out (the units went to the later buyers), so the
+// stock left at the end shows nothing. The order of the decisions does.
+func TestVerifyDBOutOfStockBeforeALaterConfirmation(t *testing.T) {
+	t.Parallel()
+	s := newSaleDB(t)
+	sku := s.sku(3, 0, 0, 3)
+	s.order("0", "confirmed", "", sku)
+	s.order("1", "rejected", "out_of_stock", sku) // one unit wrongly refused...
+	s.order("2", "confirmed", "", sku)            // ...and then sold to a later buyer
+	s.order("3", "paid", "", sku)
+	s.order("4", "rejected", "out_of_stock", sku) // after the last unit: fair
+	r := s.verify(true)
+	wantFailed(t, r, CheckNoSpuriousOOS)
+	for _, c := range r.Checks {
+		if c.Name == CheckNoSpuriousOOS && !strings.Contains(c.Failure, "1 buyers were rejected out_of_stock before a later confirmation") {
+			t.Errorf("%s: %s", c.Name, c.Result())
+		}
+	}
+}
+
+// A decision written twice for one order (the same event id, so the outbox,
+// JetStream's dedupe and every consumer drop the copy) is caught from the
+// database's count of decision writes.
+func TestVerifyDBRepeatedDecision(t *testing.T) {
+	t.Parallel()
+	s := newSaleDB(t)
+	sku := s.sku(3, 0, 1, 2)
+	s.order("0", "confirmed", "", sku)
+	twice := s.order("1", "confirmed", "", sku)
+	s.decide(twice, "confirmed", sku) // decided again, after the first was relayed
+	r := s.verify(false)
+	wantFailed(t, r, CheckOneDecisionWrite)
+	if r.RepeatedDecisions != 1 {
+		t.Errorf("RepeatedDecisions %d, want 1", r.RepeatedDecisions)
 	}
 }

@@ -56,7 +56,7 @@ var commands = []command{
 	{RoleMigrate, "usage: orderd migrate [options] up|down|status|wait\n\nApplies (up), rolls back one (down) or lists (status) the database migrations,\nor waits until another process has applied them all (wait; reads only).", runMigrate},
 	{RoleToken, "usage: orderd token [options] --sub USER\n\nPrints a development JWT for USER, signed with JWT_SECRET.", runToken},
 	{RoleProbe, "usage: orderd probe [options]\n\nGETs --url and exits 0 if it answers 2xx: a container healthcheck.", runProbe},
-	{RoleReconcile, "usage: orderd reconcile [options]\n\nPrints, per SKU, what the stock counter says was taken (initial + restocked - stock),\nwhat confirmed and paid orders hold, what undecided multi-partition orders reserve,\nand what the ORDER_EVENTS stream counts; exits 1 if any SKU drifts.", runReconcile},
+	{RoleReconcile, "usage: orderd reconcile [options]\n\nPrints, per SKU, what the stock counter says was taken (initial + restocked - stock),\nwhat confirmed and paid orders hold, what undecided multi-partition orders reserve,\nand what the order events relayed to ORDER_EVENTS hold (counted by the relay as it\npublishes them); exits 1 if any SKU drifts.", runReconcile},
 }
 
 // serveRole returns the run function of a long-running role.

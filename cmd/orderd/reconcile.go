@@ -7,12 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"text/tabwriter"
-	"time"
 
-	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/pkg/postgres"
 	"github.com/flashsale/orderd/services/ingress"
@@ -22,39 +17,33 @@ import (
 // order events, prints a table and fails on drift.
 const RoleReconcile Role = "reconcile"
 
-// reconcileEventsTimeout bounds reading ORDER_EVENTS.
-const reconcileEventsTimeout = time.Minute
-
 // errDrift is returned by orderd reconcile when a SKU drifts: exit 1.
 var errDrift = errors.New("stock drift: the counters, the orders and the events disagree")
 
 func init() {
-	// reconcile reads PostgreSQL and NATS like the service does.
+	// reconcile reads PostgreSQL only: the relay keeps the events' count
+	// there as it publishes them.
 	for i := range options {
 		switch options[i].flag {
-		case "database-url", "nats-url", "log-level":
+		case "database-url", "log-level":
 			options[i].roles = append(options[i].roles, RoleReconcile)
 		}
 	}
 }
 
 // newReconciler returns the reconciler of the admin API and of orderd
-// reconcile: the database's stock counts, and the events' count read from
-// ORDER_EVENTS (when js is not nil).
-func newReconciler(db *postgres.DB, js jetstream.JetStream, timeout time.Duration) ingress.Reconciler {
-	r := ingress.StockReconciler{Counts: db.StockCounts}
-	if js != nil {
-		r.Events = func(ctx context.Context) (map[uuid.UUID]int64, error) {
-			return natsbus.EventHoldings(ctx, js, timeout)
-		}
-	}
-	return r
+// reconcile: the database's stock counts, and the count of the order events
+// relayed to ORDER_EVENTS, which the relay keeps in the database as it
+// publishes them (postgres.DB.EventHoldings): one row per SKU, whatever the
+// length of the event history.
+func newReconciler(db *postgres.DB) ingress.Reconciler {
+	return ingress.StockReconciler{Counts: db.StockCounts, Events: db.EventHoldings}
 }
 
 // runReconcile is orderd reconcile: it prints, per SKU, what the stock
 // counter says was taken, what orders hold and reserve, and what the
 // events count, and returns errDrift (exit 1) if any SKU drifts.
-func runReconcile(ctx context.Context, cfg *Config, args []string, stdout io.Writer, log *slog.Logger) error {
+func runReconcile(ctx context.Context, cfg *Config, args []string, stdout io.Writer, _ *slog.Logger) error {
 	if len(args) > 0 {
 		return usageError{fmt.Errorf("reconcile takes no arguments, got %q (see orderd reconcile --help)", args)}
 	}
@@ -63,20 +52,7 @@ func runReconcile(ctx context.Context, cfg *Config, args []string, stdout io.Wri
 		return err
 	}
 	defer db.Close()
-	natsOpts, err := cfg.natsOptions()
-	if err != nil {
-		return err
-	}
-	nc, err := natsbus.Connect(cfg.NATSURL, "orderd-reconcile", log, natsOpts...)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	rows, err := newReconciler(db, js, reconcileEventsTimeout).Reconcile(ctx)
+	rows, err := newReconciler(db).Reconcile(ctx)
 	if err != nil {
 		return err
 	}

@@ -179,7 +179,7 @@ func runServe(ctx context.Context, cfg *Config, role Role, log *slog.Logger) (er
 			// The operators' routes.
 			DeadLetters: db,
 			Replayer:    natsbus.NewPublisher(js),
-			Reconciler:  newReconciler(db, js, 30*time.Second),
+			Reconciler:  newReconciler(db),
 			SKUNotes:    skuNotes,
 			Ops:         ops,
 		}

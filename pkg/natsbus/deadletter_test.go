@@ -2,11 +2,8 @@ package natsbus_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
-	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -66,39 +63,6 @@ func TestPublishDeadLetter(t *testing.T) {
 	}
 	if err := natsbus.DeleteCommandMessage(ctx, js, 999); err != nil {
 		t.Errorf("deleting a message that is gone: %v", err)
-	}
-}
-
-func TestEventHoldings(t *testing.T) {
-	t.Parallel()
-	js, _ := startJS(t)
-	ctx := context.Background()
-	held, err := natsbus.EventHoldings(ctx, js, 5*time.Second)
-	if err != nil || len(held) != 0 {
-		t.Fatalf("empty stream: %v, %v", held, err)
-	}
-	a, b := uuid.New(), uuid.New()
-	publish := func(typ order.EventType, id uuid.UUID, lines ...order.Line) {
-		t.Helper()
-		o := &order.Order{ID: id, Lines: lines}
-		data, _ := json.Marshal(order.Event{Type: typ, ID: uuid.New(), Data: o})
-		if _, err := js.Publish(ctx, order.EventSubject(typ), data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	o1, o2, o3 := uuid.New(), uuid.New(), uuid.New()
-	publish(order.EventConfirmed, o1, order.Line{SKUID: a, Quantity: 2}, order.Line{SKUID: b, Quantity: 1})
-	publish(order.EventConfirmed, o2, order.Line{SKUID: a, Quantity: 3})
-	publish(order.EventRejected, o3, order.Line{SKUID: a, Quantity: 5})
-	publish(order.EventCancelled, o3, order.Line{SKUID: a, Quantity: 5}) // never confirmed: held nothing
-	publish(order.EventExpired, o2, order.Line{SKUID: a, Quantity: 3})
-	publish(order.EventExpired, o2, order.Line{SKUID: a, Quantity: 3}) // a copy: released once
-	held, err = natsbus.EventHoldings(ctx, js, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if held[a] != 2 || held[b] != 1 {
-		t.Errorf("held %v, want %s:2 %s:1", held, a, b)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
@@ -59,10 +60,27 @@ func CommandMessage(cmd order.Command) (OutboxMessage, error) {
 	return OutboxMessage{MsgID: cmd.ID.String(), Subject: order.Subject(cmd.Partition), Payload: data}, nil
 }
 
+// Subjects of the order events that decide an order, hold its stock or
+// give it back.
+var (
+	confirmedSubject = order.EventSubject(order.EventConfirmed)
+	rejectedSubject  = order.EventSubject(order.EventRejected)
+	cancelledSubject = order.EventSubject(order.EventCancelled)
+	expiredSubject   = order.EventSubject(order.EventExpired)
+)
+
 // InsertOutbox writes msgs to the outbox within tx, in their order (their
 // ids increase in it), and notifies OutboxChannel, which PostgreSQL delivers
 // when tx commits. A message whose MsgID is already waiting in the outbox is
 // skipped.
+//
+// Every decision event among msgs (order.confirmed, order.rejected) is also
+// counted in order_decisions, one row per order: the first numbers the
+// decision (seq, in the order of msgs and of the transactions that took
+// the lock of the SKUs first), and each further one adds to its writes. An
+// order decided twice with the same outcome writes the same event id, which
+// the outbox, JetStream and consumers all drop as a copy: writes > 1 is
+// where a repeated decision shows.
 func InsertOutbox(ctx context.Context, tx sqlx.ExecerContext, msgs []OutboxMessage) error {
 	if len(msgs) == 0 {
 		return nil
@@ -70,23 +88,96 @@ func InsertOutbox(ctx context.Context, tx sqlx.ExecerContext, msgs []OutboxMessa
 	ids := make([]string, len(msgs))
 	subjects := make([]string, len(msgs))
 	payloads := make([][]byte, len(msgs))
+	var decided, types []string
 	for i, m := range msgs {
 		ids[i], subjects[i], payloads[i] = m.MsgID, m.Subject, m.Payload
+		if id, t, ok := decisionOf(m); ok {
+			decided, types = append(decided, id), append(types, string(t))
+		}
 	}
+	// One statement: the rows, the decisions and the notification.
 	_, err := tx.ExecContext(ctx, `
-		INSERT INTO outbox (msg_id, subject, payload)
-		SELECT v.msg_id, v.subject, v.payload
-		FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS v(msg_id, subject, payload, n)
-		ORDER BY v.n
-		ON CONFLICT (msg_id) DO NOTHING`,
-		pq.Array(ids), pq.Array(subjects), pq.ByteaArray(payloads))
+		WITH queued AS (
+			INSERT INTO outbox (msg_id, subject, payload)
+			SELECT v.msg_id, v.subject, v.payload
+			FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS v(msg_id, subject, payload, n)
+			ORDER BY v.n
+			ON CONFLICT (msg_id) DO NOTHING
+		), decided AS (
+			INSERT INTO order_decisions (order_id, event_type, writes)
+			SELECT d.order_id, (array_agg(d.event_type ORDER BY d.n))[1], count(*)
+			FROM unnest($4::uuid[], $5::text[]) WITH ORDINALITY AS d(order_id, event_type, n)
+			GROUP BY d.order_id
+			ORDER BY min(d.n)
+			ON CONFLICT (order_id) DO UPDATE
+				SET writes = order_decisions.writes + excluded.writes, last_at = now()
+		)
+		SELECT pg_notify($6, '')`,
+		pq.Array(ids), pq.Array(subjects), pq.ByteaArray(payloads), pq.Array(decided), pq.Array(types), OutboxChannel)
 	if err != nil {
 		return fmt.Errorf("insert outbox: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, OutboxChannel); err != nil {
-		return fmt.Errorf("notify outbox: %w", err)
-	}
 	return nil
+}
+
+// decisionOf returns the order that m decides and the decision, if m is a
+// decision event.
+func decisionOf(m OutboxMessage) (string, order.EventType, bool) {
+	if m.Subject != confirmedSubject && m.Subject != rejectedSubject {
+		return "", "", false
+	}
+	var ev struct {
+		Type    order.EventType `json:"type"`
+		Subject string          `json:"subject"`
+	}
+	if json.Unmarshal(m.Payload, &ev) != nil {
+		return "", "", false
+	}
+	id, err := uuid.Parse(ev.Subject)
+	if err != nil {
+		return "", "", false
+	}
+	return id.String(), ev.Type, true
+}
+
+// holdingDeltas returns, per SKU, the units that the order events among
+// rows add to what orders hold (order.confirmed) or take from it
+// (order.expired, and order.cancelled of an order that was confirmed: only
+// a decided order carries decided_at, and a rejected one is never
+// cancelled), as parallel arrays of row ids, SKUs and quantities. A
+// payload that does not decode is not counted: reconciliation shows it as
+// drift, where a stuck relay would stop every event.
+func holdingDeltas(rows []OutboxRow) (rowIDs []int64, skus []string, qty []int64) {
+	for _, r := range rows {
+		sign := int64(0)
+		switch r.Subject {
+		case confirmedSubject:
+			sign = 1
+		case cancelledSubject, expiredSubject:
+			sign = -1
+		default:
+			continue
+		}
+		var ev struct {
+			Data struct {
+				DecidedAt *time.Time `json:"decided_at"`
+				Lines     []struct {
+					SKUID    uuid.UUID `json:"sku_id"`
+					Quantity int64     `json:"quantity"`
+				} `json:"lines"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(r.Payload, &ev) != nil {
+			continue
+		}
+		if r.Subject == cancelledSubject && ev.Data.DecidedAt == nil {
+			continue // cancelled while pending: it held nothing
+		}
+		for _, l := range ev.Data.Lines {
+			rowIDs, skus, qty = append(rowIDs, r.ID), append(skus, l.SKUID.String()), append(qty, sign*l.Quantity)
+		}
+	}
+	return rowIDs, skus, qty
 }
 
 // OutboxBacklog returns how many messages wait in the outbox and when the
@@ -152,12 +243,33 @@ func (l *RelayLock) Pending(ctx context.Context, limit int) ([]OutboxRow, error)
 	return out, nil
 }
 
-// Delete removes published rows.
-func (l *RelayLock) Delete(ctx context.Context, ids []int64) error {
-	if len(ids) == 0 {
+// Delete removes rows, which JetStream acknowledged, and in the same
+// statement adds what their order events hold to event_holdings (see
+// holdingDeltas): a row counts exactly when it is deleted, so an event
+// published again after a relay crash counts once, and reconciliation
+// reads one row per SKU instead of the whole stream.
+func (l *RelayLock) Delete(ctx context.Context, rows []OutboxRow) error {
+	if len(rows) == 0 {
 		return nil
 	}
-	if _, err := l.conn.ExecContext(ctx, `DELETE FROM outbox WHERE id = ANY($1::bigint[])`, pq.Array(ids)); err != nil {
+	ids := make([]int64, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	rowIDs, skus, qty := holdingDeltas(rows)
+	_, err := l.conn.ExecContext(ctx, `
+		WITH gone AS (
+			DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING id
+		)
+		INSERT INTO event_holdings (sku_id, held)
+		SELECT d.sku_id, sum(d.qty)::bigint
+		FROM unnest($2::bigint[], $3::uuid[], $4::bigint[]) AS d(row_id, sku_id, qty)
+		JOIN gone ON gone.id = d.row_id
+		GROUP BY d.sku_id
+		ORDER BY d.sku_id
+		ON CONFLICT (sku_id) DO UPDATE SET held = event_holdings.held + excluded.held, updated_at = now()`,
+		pq.Array(ids), pq.Array(rowIDs), pq.Array(skus), pq.Array(qty))
+	if err != nil {
 		return translate(fmt.Errorf("delete outbox rows: %w", err))
 	}
 	return nil

@@ -759,7 +759,7 @@ func TestRelayLock(t *testing.T) {
 	if err != nil || len(rows) != 2 || rows[0].MsgID != "m1" || rows[1].MsgID != "m2" {
 		t.Fatalf("pending %+v %v", rows, err)
 	}
-	if err := a.Delete(ctx, []int64{rows[0].ID}); err != nil {
+	if err := a.Delete(ctx, rows[:1]); err != nil {
 		t.Fatal(err)
 	}
 	if n, _, err := e.db.OutboxBacklog(ctx); err != nil || n != 1 {

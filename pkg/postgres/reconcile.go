@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 
+	"github.com/google/uuid"
+
 	"github.com/flashsale/orderd/pkg/order"
 )
 
@@ -44,6 +46,27 @@ func (db *DB) StockCounts(ctx context.Context) ([]order.StockCount, error) {
 		ORDER BY s.id`)
 	if err != nil {
 		return nil, translate(fmt.Errorf("stock counts: %w", err))
+	}
+	return out, nil
+}
+
+// EventHoldings returns, per SKU, the units that the order events relayed
+// to ORDER_EVENTS say orders hold (order.confirmed, less order.expired and
+// the order.cancelled of confirmed orders): the counts the relay keeps in
+// event_holdings as it deletes what JetStream acknowledged
+// (RelayLock.Delete). It reads one row per SKU, whatever the length of the
+// event history. Events still waiting in the outbox are not counted yet.
+func (db *DB) EventHoldings(ctx context.Context) (map[uuid.UUID]int64, error) {
+	var rows []struct {
+		SKUID uuid.UUID `db:"sku_id"`
+		Held  int64     `db:"held"`
+	}
+	if err := db.SelectContext(ctx, &rows, `SELECT sku_id, held FROM event_holdings`); err != nil {
+		return nil, translate(fmt.Errorf("event holdings: %w", err))
+	}
+	out := make(map[uuid.UUID]int64, len(rows))
+	for _, r := range rows {
+		out[r.SKUID] = r.Held
 	}
 	return out, nil
 }

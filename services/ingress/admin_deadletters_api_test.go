@@ -18,12 +18,8 @@ import (
 // env's database and NATS server.
 func withAdminOps(e *orderEnv, _ *Config, d *Deps) {
 	d.Replayer = natsbus.NewPublisher(e.JS)
-	d.Reconciler = StockReconciler{
-		Counts: func(ctx context.Context) ([]order.StockCount, error) { return d.Orders.(*postgres.DB).StockCounts(ctx) },
-		Events: func(ctx context.Context) (map[uuid.UUID]int64, error) {
-			return natsbus.EventHoldings(ctx, e.JS, 5e9)
-		},
-	}
+	db := d.Orders.(*postgres.DB)
+	d.Reconciler = StockReconciler{Counts: db.StockCounts, Events: db.EventHoldings}
 }
 
 func newAdminEnv(t *testing.T) *orderEnv {

@@ -37,14 +37,12 @@ func (e *orderEnv) playPartitions(t *testing.T, cmds []order.Command) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []int64
 	for _, r := range rows {
 		if _, err := e.JS.Publish(ctx, r.Subject, r.Payload, jetstream.WithMsgID(r.MsgID)); err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, r.ID)
 	}
-	if err := lock.Delete(ctx, ids); err != nil {
+	if err := lock.Delete(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -163,11 +163,9 @@ func (r *relay) flush(ctx context.Context, lock *postgres.RelayLock) error {
 			}
 		}
 		if n > 0 {
-			ids := make([]int64, n)
-			for i := range n {
-				ids[i] = rows[i].ID
-			}
-			if err := lock.Delete(ctx, ids); err != nil {
+			// Deleting counts what the events hold (reconciliation's
+			// event count): only rows JetStream acked.
+			if err := lock.Delete(ctx, rows[:n]); err != nil {
 				return err
 			}
 		}
