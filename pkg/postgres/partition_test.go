@@ -872,6 +872,29 @@ func TestApplyBatchCancelBeforeCheckout(t *testing.T) {
 			}
 		}
 	})
+	t.Run("dead letter", func(t *testing.T) {
+		// The checkout became a dead letter after its cancel came: its
+		// order is rejected then, and a replay of the checkout changes
+		// nothing and forgets the tombstone.
+		e := ptNew(t)
+		sku := e.sku(1, 5)
+		c := e.checkout("u1", sku, 2)
+		e.apply(ptCancel(1, c.Checkout.OrderID, "u1"))
+		payload, _ := order.EncodeEnvelope(c)
+		if _, err := e.db.RecordDead(context.Background(), &postgres.DeadLetter{SourceKey: "seq-1", Partition: 1, Subject: "orders.cmd.1", Reason: postgres.DeadMaxDeliveries, Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+		e.apply(c)
+		if st, reason := e.status(c.Checkout.OrderID); st != order.StatusRejected || reason != order.RejectProcessingFailed {
+			t.Errorf("status %s %s, want rejected processing_failed", st, reason)
+		}
+		if got := e.stock(sku); got != (ptStock{5, 0}) {
+			t.Errorf("stock %+v, want none taken", got)
+		}
+		if n := e.count(`SELECT count(*) FROM cancel_tombstones`); n != 0 {
+			t.Errorf("%d tombstones left", n)
+		}
+	})
 	t.Run("another user", func(t *testing.T) {
 		e := ptNew(t)
 		sku := e.sku(1, 5)

@@ -104,6 +104,15 @@ func (b *partBatch) readTombstones(checkouts, unseen []uuid.UUID) error {
 			b.existing[r.ID] = true
 		}
 	}
+	for id := range b.tombs {
+		if b.existing[id] {
+			// Decided without its partition (rejected when its checkout
+			// became a dead letter, or by the ingress) after its cancel
+			// came: the tombstone is moot.
+			delete(b.tombs, id)
+			b.spent = append(b.spent, id)
+		}
+	}
 	return nil
 }
 
