@@ -1,6 +1,7 @@
 // Command eventconsumer is an example downstream consumer of the order
 // processor's events: it follows ORDER_EVENTS with a durable consumer and
-// prints each order's status changes and each SKU's stock, once per event.
+// prints each order's status changes, each payment to refund and each
+// SKU's stock, once per event.
 //
 //	go run ./examples/eventconsumer --nats-url nats://127.0.0.1:4222 --durable shipping
 //
@@ -64,6 +65,15 @@ func printEvent(_ context.Context, ev *feed.Event) error {
 			return err
 		}
 		fmt.Printf("%s %-16s sku %s stock %d sold %d (%+d)\n", ev.Time.Format("15:04:05.000"), ev.Type, sc.SKUID, sc.Stock, sc.UnitsSold, sc.Delta)
+		return nil
+	}
+	if ev.Type == order.EventPaymentRefused {
+		var rp order.RefusedPayment
+		if err := json.Unmarshal(ev.Data, &rp); err != nil {
+			return err
+		}
+		p := rp.Payment
+		fmt.Printf("%s %-16s order %s %s: refund %d %s (provider_ref %s, %s)\n", ev.Time.Format("15:04:05.000"), ev.Type, rp.ID, rp.Status, p.Amount, p.Currency, p.ProviderRef, p.Reason)
 		return nil
 	}
 	o, err := ev.Order()

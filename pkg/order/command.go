@@ -237,6 +237,20 @@ func (c *Command) Validate(p, n int) error {
 
 // validate checks a checkout placed at home partition p of n.
 func (k *Checkout) validate(p, n int) error {
+	if err := k.ValidateShape(); err != nil {
+		return err
+	}
+	if home := HomePartition(k.Lines, n); home != p {
+		return fmt.Errorf("home partition is %d", home)
+	}
+	return nil
+}
+
+// ValidateShape checks what the ingress checks of a checkout before it
+// accepts it, whatever partition it was sent to: an order, a user, an
+// address and a number, a supported payment method, a shipping fee, valid
+// lines and quoted prices.
+func (k *Checkout) ValidateShape() error {
 	if k.OrderID == uuid.Nil || k.UserID == "" || k.AddressID == uuid.Nil || k.OrderNumber == "" {
 		return errors.New("missing order, user, address or number")
 	}
@@ -249,13 +263,7 @@ func (k *Checkout) validate(p, n int) error {
 	if err := ValidateLines(k.Lines, "lines"); err != nil {
 		return err
 	}
-	if err := validPrices(k.Prices, k.Lines); err != nil {
-		return err
-	}
-	if home := HomePartition(k.Lines, n); home != p {
-		return fmt.Errorf("home partition is %d", home)
-	}
-	return nil
+	return validPrices(k.Prices, k.Lines)
 }
 
 // validPrices checks quoted prices: each of a SKU of lines, from 0 to

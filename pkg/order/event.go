@@ -18,6 +18,9 @@ const (
 	EventPaid         EventType = "order.paid"
 	EventExpired      EventType = "order.expired"
 	EventStockChanged EventType = "stock.changed"
+	// EventPaymentRefused is no status change: a valid payment of an order
+	// that was no longer payable was refused, and the shop must refund it.
+	EventPaymentRefused EventType = "order.payment_refused"
 )
 
 // EventSource is the CloudEvents source of every event.
@@ -93,3 +96,38 @@ func StockEvent(c StockChange, at time.Time) Event {
 
 // EventSubject returns the JetStream subject of an event type.
 func EventSubject(t EventType) string { return "orders.events." + string(t) }
+
+// RefusedPayment is the data of an order.payment_refused event: the order
+// as it is (the refusal changed nothing) and the payment it refused.
+type RefusedPayment struct {
+	Order
+	Payment RefusedPaymentInfo `json:"refused_payment"`
+}
+
+// RefusedPaymentInfo is a refused payment, for the shop to refund.
+type RefusedPaymentInfo struct {
+	Amount      int64     `json:"amount"`
+	Currency    string    `json:"currency"`
+	ProviderRef string    `json:"provider_ref"`
+	Reason      Refusal   `json:"reason"`
+	ReceivedAt  time.Time `json:"received_at"`
+}
+
+// PaymentRefusedEvent returns the order.payment_refused event of payment p
+// of o, refused at at for why. Its id is derived from the order and the
+// provider's reference, so the provider's retries of one payment make one
+// event, and every other payment its own.
+func PaymentRefusedEvent(o *Order, p *Payment, why Refusal, at time.Time) Event {
+	return Event{
+		SpecVersion:     "1.0",
+		ID:              uuid.NewSHA1(o.ID, []byte(string(EventPaymentRefused)+"\x00"+p.ProviderRef)),
+		Source:          EventSource,
+		Type:            EventPaymentRefused,
+		Time:            at.UTC(),
+		Subject:         o.ID.String(),
+		DataContentType: "application/json",
+		Data: RefusedPayment{Order: *o, Payment: RefusedPaymentInfo{
+			Amount: p.Amount, Currency: p.Currency, ProviderRef: p.ProviderRef, Reason: why, ReceivedAt: at.UTC(),
+		}},
+	}
+}

@@ -46,6 +46,9 @@ const (
 	RejectSKUNotFound      RejectReason = "sku_not_found"
 	RejectCurrencyMismatch RejectReason = "currency_mismatch"
 	RejectTimeout          RejectReason = "reservation_timeout"
+	// RejectProcessingFailed: the order's checkout could not be applied
+	// and became a dead letter (it took no stock).
+	RejectProcessingFailed RejectReason = "processing_failed"
 )
 
 // PaymentMethod is how a buyer pays.

@@ -44,12 +44,51 @@ func (p *Payment) Validate() error {
 	return f.Err("invalid payment")
 }
 
+// Refusal says why a payment of an order that is no longer payable was
+// refused: the shop must give the money back (SPEC 3.3).
+type Refusal string
+
+// Refusals, one per way an order stops being payable.
+const (
+	RefusedHoldEnded = Refusal("hold_ended")   // confirmed, but its payment hold ended (the expiry sweep has not run yet)
+	RefusedExpired   = Refusal("expired")      // the order expired
+	RefusedCancelled = Refusal("cancelled")    // the order was cancelled
+	RefusedRejected  = Refusal("rejected")     // the order was rejected
+	RefusedPaid      = Refusal("already_paid") // the order was paid already, by another payment
+)
+
+// Refusal returns why a payment of o at t must be refused and refunded, or
+// "" if o can be paid at t or is not decided yet (pending: the provider
+// retries until it is). A confirmed order's hold ends at HoldUntil, as
+// the expiry sweep sees it.
+func (o *Order) Refusal(t time.Time) Refusal {
+	switch o.Status {
+	case StatusConfirmed:
+		if o.HoldUntil != nil && !t.Before(*o.HoldUntil) {
+			return RefusedHoldEnded
+		}
+	case StatusExpired:
+		return RefusedExpired
+	case StatusCancelled:
+		return RefusedCancelled
+	case StatusRejected:
+		return RefusedRejected
+	case StatusPaid:
+		return RefusedPaid
+	}
+	return ""
+}
+
 // Pay marks a confirmed order paid at t. It returns ECONFLICT if the order
 // is in any other status (pending: not decided yet; expired, cancelled,
-// rejected: no longer payable; paid: paid already).
+// rejected: no longer payable; paid: paid already) or its payment hold
+// ended at or before t (Refusal).
 func (o *Order) Pay(t time.Time) error {
 	if o.Status != StatusConfirmed {
 		return Errorf(ECONFLICT, "order %s is %s: only a confirmed order can be paid", o.ID, o.Status)
+	}
+	if o.Refusal(t) == RefusedHoldEnded {
+		return Errorf(ECONFLICT, "order %s: its payment hold ended at %s", o.ID, o.HoldUntil.UTC().Format(time.RFC3339))
 	}
 	o.Status = StatusPaid
 	o.PaidAt = &t

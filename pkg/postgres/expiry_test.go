@@ -1,11 +1,14 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/pkg/postgres"
@@ -225,5 +228,156 @@ func TestPaymentRacesExpiry(t *testing.T) {
 	}
 	if got := e.stock(sku); got != (ptStock{100 - int64(n), int64(n)}) {
 		t.Errorf("stock %+v with %d paid", got, n)
+	}
+}
+
+// refusedEvents returns the order.payment_refused events of order id in
+// the outbox, decoded.
+func (e *ptEnv) refusedEvents(id uuid.UUID) []map[string]any {
+	e.t.Helper()
+	var out []map[string]any
+	for _, r := range e.outbox() {
+		if r.Subject != "orders.events.order.payment_refused" {
+			continue
+		}
+		var ev struct {
+			Subject string         `json:"subject"`
+			Data    map[string]any `json:"data"`
+		}
+		if err := json.Unmarshal(r.Payload, &ev); err != nil {
+			e.t.Fatal(err)
+		}
+		if ev.Subject == id.String() {
+			validateOrderEvent(e.t, r.Payload)
+			out = append(out, ev.Data)
+		}
+	}
+	return out
+}
+
+// validateOrderEvent checks an order event against
+// docs/events/order.schema.json.
+func validateOrderEvent(t *testing.T, payload []byte) {
+	t.Helper()
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	s, err := c.Compile("../../docs/events/order.schema.json")
+	if err != nil {
+		t.Fatalf("compile the order event schema: %v", err)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(inst); err != nil {
+		t.Errorf("event does not match its schema: %v\n%s", err, payload)
+	}
+}
+
+// TestPayOrderHoldEnded: a payment that arrives after the order's hold
+// ended, before the expiry sweep ran, is refused (SPEC 3.3): the order
+// stays as it is, to be expired by the sweep, and an order.payment_refused
+// event tells the shop to refund it, once however often the provider
+// retries.
+func TestPayOrderHoldEnded(t *testing.T) {
+	e := ptNew(t)
+	ctx := context.Background()
+	sku := e.sku(1, 5, ptHold(1))
+	c := e.checkout("u1", sku, 1)
+	e.apply(c)
+	id := c.Checkout.OrderID
+	waitHold(t, time.Second)
+	pay := &order.Payment{OrderID: id, Amount: 2000, Currency: "EUR", ProviderRef: "pi_late"}
+	for range 2 {
+		_, paid, err := e.db.PayOrder(ctx, pay)
+		if order.ErrorCode(err) != order.ECONFLICT || paid {
+			t.Fatalf("paying after the hold: paid %v, error %v, want a conflict", paid, err)
+		}
+	}
+	if st, _ := e.status(id); st != order.StatusConfirmed {
+		t.Errorf("status %s, want confirmed until the sweep", st)
+	}
+	refused := e.refusedEvents(id)
+	if len(refused) != 1 {
+		t.Fatalf("%d order.payment_refused events, want 1", len(refused))
+	}
+	p, _ := refused[0]["refused_payment"].(map[string]any)
+	if refused[0]["status"] != "confirmed" || p["provider_ref"] != "pi_late" || p["amount"] != 2000.0 || p["currency"] != "EUR" || p["reason"] != "hold_ended" {
+		t.Errorf("refused event data %v", refused[0])
+	}
+	if res := e.expire(1); len(res.Orders) != 1 {
+		t.Errorf("the sweep expired %d orders, want the refused one", len(res.Orders))
+	}
+	if got := e.stock(sku); got != (ptStock{5, 0}) {
+		t.Errorf("stock %+v, want all back", got)
+	}
+}
+
+// TestPayOrderRefusedEvents: a valid payment (amount and currency match)
+// of an order that is no longer payable is refused with an
+// order.payment_refused event naming why; a payment of a pending order or
+// one that does not match is refused without one.
+func TestPayOrderRefusedEvents(t *testing.T) {
+	e := ptNew(t)
+	ctx := context.Background()
+	sku := e.sku(1, 5, ptHold(1))
+	scarce := e.sku(1, 0)
+	expired, cancelled, paid := e.checkout("u1", sku, 1), e.checkout("u2", sku, 1), e.checkout("u3", sku, 1)
+	rejected := e.checkout("u4", scarce, 1)
+	e.apply(expired, cancelled, paid, rejected)
+	e.apply(ptCancel(1, cancelled.Checkout.OrderID, "u2"))
+	if _, _, err := e.db.PayOrder(ctx, &order.Payment{OrderID: paid.Checkout.OrderID, Amount: 2000, Currency: "EUR", ProviderRef: "pi_first"}); err != nil {
+		t.Fatal(err)
+	}
+	waitHold(t, time.Second)
+	e.expire(1)
+
+	for _, tc := range []struct {
+		name   string
+		id     uuid.UUID
+		reason string
+	}{
+		{"expired", expired.Checkout.OrderID, "expired"},
+		{"cancelled", cancelled.Checkout.OrderID, "cancelled"},
+		{"rejected", rejected.Checkout.OrderID, "rejected"},
+		{"paid under another reference", paid.Checkout.OrderID, "already_paid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := e.db.StoredOrderForTest(ctx, tc.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = e.db.PayOrder(ctx, &order.Payment{OrderID: tc.id, Amount: o.GrandTotal, Currency: o.Currency, ProviderRef: "pi_" + tc.name})
+			if order.ErrorCode(err) != order.ECONFLICT {
+				t.Errorf("error %v, want a conflict", err)
+			}
+			if st, _ := e.status(tc.id); st != o.Status {
+				t.Errorf("status %s, want %s unchanged", st, o.Status)
+			}
+			refused := e.refusedEvents(tc.id)
+			if len(refused) != 1 {
+				t.Fatalf("%d order.payment_refused events, want 1", len(refused))
+			}
+			if p, _ := refused[0]["refused_payment"].(map[string]any); p["reason"] != tc.reason || p["provider_ref"] != "pi_"+tc.name {
+				t.Errorf("refused payment %v, want reason %s", p, tc.reason)
+			}
+		})
+	}
+	// Not a valid payment of the expired order, and a payment of a
+	// pending one: refused without an event.
+	skus := [3]uuid.UUID{e.sku(0, 5), e.sku(1, 5), e.sku(2, 5)}
+	pending := e.multi("u5", skus, 1)
+	e.apply(pending)
+	before := len(e.outbox())
+	for _, p := range []order.Payment{
+		{OrderID: expired.Checkout.OrderID, Amount: 1, Currency: "EUR", ProviderRef: "pi_wrong"},
+		{OrderID: pending.Checkout.OrderID, Amount: 4000, Currency: "EUR", ProviderRef: "pi_pending"},
+	} {
+		if _, _, err := e.db.PayOrder(ctx, &p); err == nil {
+			t.Errorf("payment %+v accepted", p)
+		}
+	}
+	if n := len(e.outbox()); n != before {
+		t.Errorf("%d outbox rows written for payments that are not refunds", n-before)
 	}
 }

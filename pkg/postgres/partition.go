@@ -90,10 +90,12 @@ func (e *PoisonError) Unwrap() error { return e.Err }
 // order:
 //
 //  1. lock the existing orders that reserve, release and cancel commands
-//     name (in id order), then the partition's SKUs the batch touches (in id
-//     order): orders before SKUs everywhere, so writers never deadlock;
+//     name (in id order), then the partition's tombstone lock (tombstones.go)
+//     if the batch has checkouts or cancels of orders not seen yet, then the
+//     partition's SKUs the batch touches (in id order): orders before SKUs
+//     everywhere, so writers never deadlock;
 //  2. skip commands already applied (processed_commands, and checkouts whose
-//     order exists);
+//     order exists), and read the cancels that came before their checkouts;
 //  3. load what users already hold of SKUs with a per-user limit into an
 //     order.Ledger and decide every command against it;
 //  4. write one guarded UPDATE of the changed SKUs (WHERE stock = the value
@@ -226,6 +228,11 @@ type partBatch struct {
 	numbers   map[string]bool    // order numbers in use
 	addresses map[uuid.UUID]bool // addresses of checkouts that exist
 
+	// Cancels that came before their checkouts (tombstones.go).
+	tombs    map[uuid.UUID]string // orders cancelled before they were seen, and by whom
+	newTombs []tombstone          // cancels of orders not seen yet, to remember
+	spent    []uuid.UUID          // tombstones of orders the batch wrote, to forget
+
 	touched  []*orderState // orders the batch created or changed, in first-change order
 	isTouchd map[uuid.UUID]bool
 	applied  []order.Command
@@ -246,6 +253,7 @@ func newPartBatch(ctx context.Context, tx *sqlx.Tx, p int, cfg PartitionConfig) 
 		orders:    map[uuid.UUID]*orderState{},
 		processed: map[uuid.UUID]bool{},
 		existing:  map[uuid.UUID]bool{},
+		tombs:     map[uuid.UUID]string{},
 		numbers:   map[string]bool{},
 		addresses: map[uuid.UUID]bool{},
 		isTouchd:  map[uuid.UUID]bool{},
@@ -333,9 +341,14 @@ func (b *partBatch) load(cmds []order.Command) error {
 		}
 	}
 
-	// 1. Orders first, then SKUs, each in id order.
+	// 1. Orders first, then the partition's tombstone lock, then SKUs,
+	// each in id order.
 	var err error
 	if b.orders, err = loadOrders(ctx, tx, lockIDs, true); err != nil {
+		return err
+	}
+	unseen := b.unseenCancels(cmds)
+	if err := b.lockTombstones(len(unseen) > 0, len(checkoutIDs) > 0); err != nil {
 		return err
 	}
 	b.heldSKUs(skus)
@@ -352,14 +365,10 @@ func (b *partBatch) load(cmds []order.Command) error {
 	for _, id := range done {
 		b.processed[id] = true
 	}
+	if err := b.readTombstones(checkoutIDs, unseen); err != nil {
+		return err
+	}
 	if len(checkoutIDs) > 0 {
-		var ex []uuid.UUID
-		if err := tx.SelectContext(ctx, &ex, `SELECT id FROM orders WHERE id = ANY($1::uuid[])`, pq.Array(uuidTexts(checkoutIDs))); err != nil {
-			return fmt.Errorf("read existing orders: %w", err)
-		}
-		for _, id := range ex {
-			b.existing[id] = true
-		}
 		var nums []string
 		if err := tx.SelectContext(ctx, &nums, `SELECT order_number FROM orders WHERE order_number = ANY($1::text[])`, pq.Array(numbers)); err != nil {
 			return fmt.Errorf("read order numbers: %w", err)
@@ -613,6 +622,9 @@ func (b *partBatch) checkout(c order.Command) error {
 	}
 	b.orders[k.OrderID] = st
 	b.touch(st)
+	if b.cancelledBefore(k) {
+		return b.cancelUnseen(st, k.Lines)
+	}
 
 	parts := order.SplitByPartition(k.Lines, b.cfg.Partitions)
 	b.ledger.Now = at
@@ -843,11 +855,17 @@ func (b *partBatch) release(c order.Command) error {
 }
 
 // cancel cancels a pending or confirmed order at its home partition and
-// gives its stock back.
+// gives its stock back. The cancel of an order this partition has not seen
+// yet is remembered: its checkout, when it comes, is cancelled
+// (tombstones.go).
 func (b *partBatch) cancel(c order.Command) error {
 	st := b.orders[c.Cancel.OrderID]
-	if st == nil || st.o.UserID != c.Cancel.UserID || st.home != b.p {
-		return nil // no such order of this user at this home
+	if st == nil {
+		b.remember(c)
+		return nil
+	}
+	if st.o.UserID != c.Cancel.UserID || st.home != b.p {
+		return nil // not this user's order, or not at this home
 	}
 	if prev := st.o.Status; prev != order.StatusPending && prev != order.StatusConfirmed {
 		return nil // final already (paid orders are not cancelled: refunds are out of scope)
@@ -1011,6 +1029,9 @@ func (b *partBatch) write() error {
 		return err
 	}
 	if err := upsertReservations(ctx, tx, resv, b.now); err != nil {
+		return err
+	}
+	if err := b.writeTombstones(); err != nil {
 		return err
 	}
 	if len(b.applied) > 0 {

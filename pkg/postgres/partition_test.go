@@ -774,3 +774,207 @@ func TestRelayLock(t *testing.T) {
 	}
 	b.Release()
 }
+
+// ptCancel is the cancel command the ingress sends for user's order id:
+// its id derived from the order, as services/ingress/orders.go derives it.
+func ptCancel(p int, id uuid.UUID, user string) order.Command {
+	return order.Command{ID: uuid.NewSHA1(id, []byte("cancel")), Kind: order.KindCancel, Partition: p, At: time.Now(),
+		Cancel: &order.Cancel{OrderID: id, UserID: user}}
+}
+
+// ptOrderEvents returns the types of the events of order id in evs.
+func ptOrderEvents(evs []order.Event, id uuid.UUID) []order.EventType {
+	var types []order.EventType
+	for _, ev := range evs {
+		if ev.Subject == id.String() {
+			types = append(types, ev.Type)
+		}
+	}
+	return types
+}
+
+// TestApplyBatchCancelBeforeCheckout: a cancel that reaches the partition
+// before its checkout (the checkout's message was held by a killed worker
+// and comes back after the ack wait, or is replayed from a dead letter)
+// takes effect when the checkout arrives: the order is cancelled, takes no
+// stock anywhere and announces it; retries of the cancel change nothing.
+// A cancel by another user than the checkout's does not.
+func TestApplyBatchCancelBeforeCheckout(t *testing.T) {
+	t.Run("one partition", func(t *testing.T) {
+		e := ptNew(t)
+		sku := e.sku(1, 5)
+		c := e.checkout("u1", sku, 2)
+		id := c.Checkout.OrderID
+		e.apply(ptCancel(1, id, "u1"))
+		res := e.apply(c)
+		if st, _ := e.status(id); st != order.StatusCancelled {
+			t.Fatalf("checkout after its cancel: %s, want cancelled", st)
+		}
+		if len(res.Orders) != 1 || res.Orders[0].Status != order.StatusCancelled {
+			t.Errorf("batch orders %+v, want the cancelled order for the status cache", res.Orders)
+		}
+		if got := e.stock(sku); got != (ptStock{5, 0}) {
+			t.Errorf("stock %+v, want none taken", got)
+		}
+		// The cancel again (a retry), a release and the checkout again
+		// change nothing.
+		e.apply(ptCancel(1, id, "u1"))
+		e.apply(order.Command{ID: uuid.New(), Kind: order.KindRelease, Partition: 1, At: time.Now(), Release: &order.Release{OrderID: id}})
+		e.apply(c)
+		if got := e.stock(sku); got != (ptStock{5, 0}) {
+			t.Errorf("stock %+v after retries", got)
+		}
+		o, err := e.db.StoredOrderForTest(context.Background(), id)
+		if err != nil || o == nil || len(o.Lines) != 1 || o.Subtotal != 2000 {
+			t.Errorf("cancelled order %+v %v, want its line priced", o, err)
+		}
+		if diff := cmp.Diff([]order.EventType{order.EventCancelled}, ptOrderEvents(e.deliver(), id)); diff != "" {
+			t.Errorf("order events (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("one batch", func(t *testing.T) {
+		e := ptNew(t)
+		sku := e.sku(1, 5)
+		c := e.checkout("u1", sku, 2)
+		e.apply(ptCancel(1, c.Checkout.OrderID, "u1"), c)
+		if st, _ := e.status(c.Checkout.OrderID); st != order.StatusCancelled {
+			t.Errorf("checkout after its cancel in one batch: %s, want cancelled", st)
+		}
+		if got := e.stock(sku); got != (ptStock{5, 0}) {
+			t.Errorf("stock %+v, want none taken", got)
+		}
+	})
+	t.Run("saga", func(t *testing.T) {
+		e := ptNew(t)
+		skus := [3]uuid.UUID{e.sku(0, 5), e.sku(1, 5), e.sku(2, 5)}
+		c := e.multi("u1", skus, 1)
+		e.apply(ptCancel(0, c.Checkout.OrderID, "u1"))
+		e.apply(c)
+		evs := e.deliver()
+		if st, _ := e.status(c.Checkout.OrderID); st != order.StatusCancelled {
+			t.Errorf("status %s, want cancelled", st)
+		}
+		for i, s := range skus {
+			if got := e.stock(s); got != (ptStock{5, 0}) {
+				t.Errorf("sku %d: %+v, want none taken", i, got)
+			}
+		}
+		if diff := cmp.Diff([]order.EventType{order.EventCancelled}, ptOrderEvents(evs, c.Checkout.OrderID)); diff != "" {
+			t.Errorf("order events (-want +got):\n%s", diff)
+		}
+		// A release reaching any partition of it finds nothing to give back.
+		for p := range 3 {
+			e.apply(order.Command{ID: uuid.New(), Kind: order.KindRelease, Partition: p, At: time.Now(), Release: &order.Release{OrderID: c.Checkout.OrderID}})
+		}
+		for i, s := range skus {
+			if got := e.stock(s); got != (ptStock{5, 0}) {
+				t.Errorf("after releases, sku %d: %+v", i, got)
+			}
+		}
+	})
+	t.Run("dead letter", func(t *testing.T) {
+		// The checkout became a dead letter after its cancel came: its
+		// order is rejected then, and a replay of the checkout changes
+		// nothing and forgets the tombstone.
+		e := ptNew(t)
+		sku := e.sku(1, 5)
+		c := e.checkout("u1", sku, 2)
+		e.apply(ptCancel(1, c.Checkout.OrderID, "u1"))
+		payload, _ := order.EncodeEnvelope(c)
+		if _, err := e.db.RecordDead(context.Background(), &postgres.DeadLetter{SourceKey: "seq-1", Partition: 1, Subject: "orders.cmd.1", Reason: postgres.DeadMaxDeliveries, Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+		e.apply(c)
+		if st, reason := e.status(c.Checkout.OrderID); st != order.StatusRejected || reason != order.RejectProcessingFailed {
+			t.Errorf("status %s %s, want rejected processing_failed", st, reason)
+		}
+		if got := e.stock(sku); got != (ptStock{5, 0}) {
+			t.Errorf("stock %+v, want none taken", got)
+		}
+		if n := e.count(`SELECT count(*) FROM cancel_tombstones`); n != 0 {
+			t.Errorf("%d tombstones left", n)
+		}
+	})
+	t.Run("another user", func(t *testing.T) {
+		e := ptNew(t)
+		sku := e.sku(1, 5)
+		c := e.checkout("u1", sku, 2)
+		e.apply(order.Command{ID: uuid.New(), Kind: order.KindCancel, Partition: 1, At: time.Now(), Cancel: &order.Cancel{OrderID: c.Checkout.OrderID, UserID: "u2"}})
+		e.apply(c)
+		if st, _ := e.status(c.Checkout.OrderID); st != order.StatusConfirmed {
+			t.Errorf("after another user's cancel: %s, want confirmed", st)
+		}
+	})
+}
+
+// TestApplyBatchCancelRacesCheckout: a second writer (a pin takeover)
+// applies an order's cancel while the first is writing the order's
+// checkout, after it looked for tombstones and before it commits. The
+// cancel must not be remembered for a checkout that is already past
+// looking: the order ends cancelled, its stock given back.
+func TestApplyBatchCancelRacesCheckout(t *testing.T) {
+	e := ptNew(t)
+	ctx := context.Background()
+	sku := e.sku(1, 5)
+	c := e.checkout("u1", sku, 2)
+	id := c.Checkout.OrderID
+
+	// Hold the checkout at its INSERT of the order: another transaction
+	// holds its order number, uncommitted.
+	blocker := e.db.MustBegin()
+	defer blocker.Rollback()
+	if _, err := blocker.Exec(`INSERT INTO orders (id, order_number, user_id, address_id, payment_method, status, home_partition, accepted_at)
+		VALUES ($1, $2, 'u1', $3, 'card', 'pending', 1, now())`, uuid.New(), c.Checkout.OrderNumber, c.Checkout.AddressID); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func() int {
+		return e.count(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)
+	}
+	applyRetrying := func(cmd order.Command) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			for {
+				_, err := e.db.ApplyBatch(ctx, 1, []order.Command{cmd}, e.cfg)
+				if !errors.Is(err, postgres.ErrBatchConflict) {
+					done <- err
+					return
+				}
+			}
+		}()
+		return done
+	}
+	checkoutDone := applyRetrying(c)
+	for deadline := time.Now().Add(10 * time.Second); waiting() < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the checkout never waited on the held order number")
+		}
+	}
+	cancelDone := applyRetrying(ptCancel(1, id, "u1"))
+	var cancelErr error
+	cancelFinished := false
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && waiting() < 2; time.Sleep(10 * time.Millisecond) {
+		select {
+		case cancelErr = <-cancelDone:
+			cancelFinished = true
+		default:
+			continue
+		}
+		break
+	}
+	blocker.Rollback()
+	if err := <-checkoutDone; err != nil {
+		t.Fatalf("checkout: %v", err)
+	}
+	if !cancelFinished {
+		cancelErr = <-cancelDone
+	}
+	if cancelErr != nil {
+		t.Fatalf("cancel: %v", cancelErr)
+	}
+	if st, _ := e.status(id); st != order.StatusCancelled {
+		t.Errorf("status %s, want cancelled", st)
+	}
+	if got := e.stock(sku); got != (ptStock{5, 0}) {
+		t.Errorf("stock %+v, want all back", got)
+	}
+}

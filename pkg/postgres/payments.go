@@ -21,46 +21,39 @@ import (
 // it races safely with expiry and cancel: whichever commits first wins and
 // the other sees the new status.
 //
+// A valid payment (amount and currency match) of an order that is no
+// longer payable (order.Order.Refusal: expired, cancelled, rejected, paid
+// under another provider_ref, or confirmed with its hold ended, even before
+// the expiry sweep ran) changes no order: it writes an
+// order.payment_refused event (one per provider_ref) so that the shop
+// refunds it, and returns ECONFLICT.
+//
 // It returns the order as it is now and whether this call paid it: false
 // with no error when the same provider_ref paid it before (providers retry
 // until they see a 2xx). Errors: ENOTFOUND (no such order), ECONFLICT (the
-// order is pending, no longer payable — expired, cancelled, rejected — or
-// paid under another provider_ref, or the provider_ref paid another order),
-// EINVALID (the amount or currency does not match the order's grand total
-// and currency; nothing changed), EUNAVAILABLE (the database is down).
+// order is pending, or no longer payable as above, or the provider_ref paid
+// another order), EINVALID (the amount or currency does not match the
+// order's grand total and currency; nothing changed), EUNAVAILABLE (the
+// database is down).
 func (db *DB) PayOrder(ctx context.Context, pay *order.Payment) (*order.Order, bool, error) {
 	if err := pay.Validate(); err != nil {
 		return nil, false, err
 	}
 	var (
-		out  *order.Order
-		paid bool
+		out     *order.Order
+		paid    bool
+		refused error
 	)
 	err := db.Tx(ctx, func(tx *sqlx.Tx) error {
-		sts, err := loadOrders(ctx, tx, []uuid.UUID{pay.OrderID}, true)
+		o, ref, err := lockPayable(ctx, tx, pay.OrderID)
 		if err != nil {
 			return err
 		}
-		st := sts[pay.OrderID]
-		if st == nil {
-			return order.Errorf(order.ENOTFOUND, "no order %s", pay.OrderID)
-		}
-		o := st.o
-		var ref sql.NullString
-		var paidAt sql.NullTime
-		if err := tx.QueryRowxContext(ctx, `SELECT provider_ref, paid_at FROM orders WHERE id = $1`, o.ID).Scan(&ref, &paidAt); err != nil {
-			return fmt.Errorf("read payment of order %s: %w", o.ID, err)
-		}
-		if paidAt.Valid {
-			t := paidAt.Time.UTC()
-			o.PaidAt = &t
-		}
+		now := time.Now().UTC().Truncate(time.Microsecond)
 		switch {
-		case o.Status == order.StatusPaid && ref.String == pay.ProviderRef:
+		case o.Status == order.StatusPaid && ref == pay.ProviderRef:
 			out = o
 			return nil // the provider's retry: no further effect
-		case o.Status == order.StatusPaid:
-			return order.Errorf(order.ECONFLICT, "order %s is paid already, under another provider_ref", o.ID)
 		case o.Status == order.StatusPending:
 			return order.Errorf(order.ECONFLICT, "order %s is pending: it cannot be paid before it is confirmed", o.ID)
 		}
@@ -74,9 +67,6 @@ func (db *DB) PayOrder(ctx context.Context, pay *order.Payment) (*order.Order, b
 		if err := f.Err("the payment does not match the order"); err != nil {
 			return err
 		}
-		if o.Status != order.StatusConfirmed {
-			return order.Errorf(order.ECONFLICT, "order %s is %s: it is no longer payable", o.ID, o.Status)
-		}
 		var other uuid.UUID
 		err = tx.GetContext(ctx, &other, `SELECT id FROM orders WHERE provider_ref = $1`, pay.ProviderRef)
 		switch {
@@ -85,7 +75,11 @@ func (db *DB) PayOrder(ctx context.Context, pay *order.Payment) (*order.Order, b
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("look up provider_ref: %w", err)
 		}
-		now := time.Now().UTC().Truncate(time.Microsecond)
+		if why := o.Refusal(now); why != "" {
+			// Committed with the event, answered as a conflict.
+			refused = order.Errorf(order.ECONFLICT, "order %s is no longer payable (%s): the payment is refused", o.ID, why)
+			return refusePayment(ctx, tx, o, pay, why, now)
+		}
 		if err := o.Pay(now); err != nil {
 			return err
 		}
@@ -111,5 +105,42 @@ func (db *DB) PayOrder(ctx context.Context, pay *order.Payment) (*order.Order, b
 	if err != nil {
 		return nil, false, translate(err)
 	}
+	if refused != nil {
+		return nil, false, refused
+	}
 	return out, paid, nil
+}
+
+// lockPayable locks and reads order id with its payment: ENOTFOUND if there
+// is none.
+func lockPayable(ctx context.Context, tx *sqlx.Tx, id uuid.UUID) (*order.Order, string, error) {
+	sts, err := loadOrders(ctx, tx, []uuid.UUID{id}, true)
+	if err != nil {
+		return nil, "", err
+	}
+	st := sts[id]
+	if st == nil {
+		return nil, "", order.Errorf(order.ENOTFOUND, "no order %s", id)
+	}
+	o := st.o
+	var ref sql.NullString
+	var paidAt sql.NullTime
+	if err := tx.QueryRowxContext(ctx, `SELECT provider_ref, paid_at FROM orders WHERE id = $1`, o.ID).Scan(&ref, &paidAt); err != nil {
+		return nil, "", fmt.Errorf("read payment of order %s: %w", o.ID, err)
+	}
+	if paidAt.Valid {
+		t := paidAt.Time.UTC()
+		o.PaidAt = &t
+	}
+	return o, ref.String, nil
+}
+
+// refusePayment writes the order.payment_refused event of pay, refused for
+// why: the order itself is left as it is.
+func refusePayment(ctx context.Context, tx *sqlx.Tx, o *order.Order, pay *order.Payment, why order.Refusal, now time.Time) error {
+	m, err := EventMessage(order.PaymentRefusedEvent(o, pay, why, now))
+	if err != nil {
+		return err
+	}
+	return InsertOutbox(ctx, tx, []OutboxMessage{m})
 }

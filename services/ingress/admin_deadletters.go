@@ -155,7 +155,9 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
 // new message (a fresh delivery count), with Nats-Msg-Id "replay-<id>",
 // and the dead letter is marked replayed: 202. A dead letter replayed
 // before is not published again: 200. A replayed command that was applied
-// before changes nothing (the partition skips it). Unknown id: 404.
+// before changes nothing (the partition skips it), nor does a replayed
+// checkout: its order was decided, rejected processing_failed, when the
+// dead letter was recorded (postgres.DB.RecordDead). Unknown id: 404.
 func (s *Server) replayDeadLetter(w http.ResponseWriter, r *http.Request) error {
 	if s.DeadLetters == nil || s.Replayer == nil {
 		return order.Errorf(order.EUNAVAILABLE, "dead letters are not available on this process")

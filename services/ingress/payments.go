@@ -29,8 +29,10 @@ type PaymentStore interface {
 	// PayOrder marks a confirmed order paid and returns it, and whether
 	// this call paid it (false: the same provider_ref paid it before).
 	// Errors: ENOTFOUND, EINVALID (amount or currency do not match),
-	// ECONFLICT (not payable: pending, expired, cancelled, rejected, or paid
-	// under another provider_ref), EUNAVAILABLE.
+	// ECONFLICT (not payable: pending, expired, cancelled, rejected, paid
+	// under another provider_ref, or its hold ended; a valid payment of an
+	// order that will never be payable again is recorded as an
+	// order.payment_refused event), EUNAVAILABLE.
 	PayOrder(ctx context.Context, p *order.Payment) (*order.Order, bool, error)
 }
 
@@ -123,7 +125,11 @@ func verifySignature(secret []byte, header string, body []byte, now time.Time) e
 // match becomes paid (200), in PostgreSQL with its order.paid event, then in
 // the status cache with a status note; the same provider_ref again is 200
 // with no further effect. An unknown order is 404, a mismatch 422, an order
-// that is pending or no longer payable 409. Without a webhook secret the
+// that is pending or no longer payable 409 (SPEC 3.3: expired, cancelled,
+// rejected, paid under another provider_ref, or confirmed with its hold
+// ended before the expiry sweep ran; the store writes an
+// order.payment_refused event for each such valid payment, so that the
+// shop refunds it, and changes nothing else). Without a webhook secret the
 // route answers 503.
 func (s *Server) paymentWebhook(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.WebhookSecret == "" || s.Payments == nil {

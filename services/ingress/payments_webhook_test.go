@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
 	"github.com/flashsale/orderd/pkg/order"
@@ -84,10 +86,11 @@ func TestPaymentWebhookPays(t *testing.T) {
 	}
 	e.assertUnchanged(t, before)
 
-	// Paid under another reference: a conflict.
+	// Paid under another reference: a conflict, and the second payment
+	// is to be refunded.
 	resp, data = e.webhook(t, payBody(o, "pi_other"), "")
 	wantProblem(t, resp, data, http.StatusConflict)
-	e.assertUnchanged(t, before)
+	wantRefusedOnly(t, e, before, o, true)
 }
 
 func TestPaymentWebhookNotifies(t *testing.T) {
@@ -174,18 +177,84 @@ func TestPaymentWebhookRefusals(t *testing.T) {
 		t.Fatalf("with one valid v1 of two: status %d; body %s", resp.StatusCode, data)
 	}
 
-	unpayable := map[order.Status]*order.Order{}
+	// Not payable: 409, and nothing changes but, for a valid payment of
+	// an order that will never be payable again, an order.payment_refused
+	// event so that the shop refunds it (SPEC 3.3). A pending order's
+	// payment gets none: the provider retries until it is decided.
 	for _, st := range []order.Status{order.StatusPending, order.StatusExpired, order.StatusCancelled, order.StatusRejected} {
-		unpayable[st] = e.insertOrder(t, b, sku, st, time.Now(), "", "")
-	}
-	before = e.snapshot(t)
-	for st, o := range unpayable {
 		t.Run(string(st), func(t *testing.T) {
+			o := e.insertOrder(t, b, sku, st, time.Now(), "", "")
+			before := e.snapshot(t)
 			resp, data := e.webhook(t, payBody(o, "pi_"+string(st)), "")
 			wantProblem(t, resp, data, http.StatusConflict)
+			wantRefusedOnly(t, e, before, o, st != order.StatusPending)
 		})
 	}
-	e.assertUnchanged(t, before)
+}
+
+// wantRefusedOnly checks that the stored state is before, but for one
+// order.payment_refused event of o in the outbox if refused.
+func wantRefusedOnly(t *testing.T, e *orderEnv, before state, o *order.Order, refused bool) {
+	t.Helper()
+	after := e.snapshot(t)
+	var added []string
+	for _, row := range after.Tables["outbox"] {
+		if !slices.Contains(before.Tables["outbox"], row) {
+			added = append(added, row)
+		}
+	}
+	after.Tables["outbox"] = before.Tables["outbox"]
+	if diff := cmp.Diff(before, after); diff != "" {
+		t.Errorf("the refused payment changed the stored state (-before +after):\n%s", diff)
+	}
+	want := 0
+	if refused {
+		want = 1
+	}
+	if len(added) != want {
+		t.Fatalf("%d outbox rows written, want %d order.payment_refused event(s): %v", len(added), want, added)
+	}
+	if !refused {
+		return
+	}
+	var payloads [][]byte
+	if err := e.DB.Select(&payloads, `SELECT payload FROM outbox WHERE subject = $1`, order.EventSubject(order.EventPaymentRefused)); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range payloads {
+		var ev order.Event
+		if err := json.Unmarshal(p, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Subject == o.ID.String() && ev.Type == order.EventPaymentRefused {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d order.payment_refused events of the order in the outbox, want 1", n)
+	}
+}
+
+// TestPaymentWebhookAfterHold: a payment that arrives after the order's
+// hold ended, before the expiry sweep ran, is refused (409): the order
+// stays confirmed (the sweep expires it) and an order.payment_refused
+// event is written, once however often the provider retries.
+func TestPaymentWebhookAfterHold(t *testing.T) {
+	t.Parallel()
+	e := newOrderEnv(t, withPayments)
+	b := e.newBuyer(t)
+	sku := e.createSKU(t, newSKU("Sneaker", 12000, 10))
+	o := e.insertOrder(t, b, sku, order.StatusConfirmed, time.Now(), "", "")
+	if _, err := e.DB.Exec(`UPDATE orders SET hold_until = now() - interval '1 second' WHERE id = $1`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	before := e.snapshot(t)
+	for range 2 {
+		resp, data := e.webhook(t, payBody(o, "pi_late"), "")
+		wantProblem(t, resp, data, http.StatusConflict)
+	}
+	wantRefusedOnly(t, e, before, o, true)
 }
 
 func TestPaymentWebhookNotConfigured(t *testing.T) {

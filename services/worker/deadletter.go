@@ -15,6 +15,7 @@ import (
 	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/pkg/postgres"
+	"github.com/flashsale/orderd/pkg/redisstore"
 )
 
 // Dead letters.
@@ -41,9 +42,20 @@ import (
 //
 // A command dropped alone from a good message (invalid, or refused by the
 // database while the others were applied) is recorded as a one-command
-// envelope. Every record is keyed (source_key "seq-<stream seq>" or
-// "cmd-<command id>", Nats-Msg-Id "dlq-<seq>" or "dlq-cmd-<id>"), so two
-// paths or two processes recording one message make one dead letter.
+// envelope; a message all of whose commands were recorded so is Term'd
+// without a record of its own. Every record is keyed (source_key
+// "seq-<stream seq>" or "cmd-<command id>", Nats-Msg-Id "dlq-<seq>" or
+// "dlq-cmd-<id>"), so two paths or two processes recording one message
+// make one dead letter.
+//
+// A message is settled (acked, Term'd, deleted) only after its dead
+// letters are recorded; a record that fails leaves the message to be
+// redelivered (its applied commands are skipped then). Recording a dead
+// letter also decides its checkouts that no partition wrote: rejected
+// processing_failed with their order.rejected events, in the same
+// transaction (postgres.DB.RecordDead), then cached, so that no buyer's
+// order stays pending behind a dead letter. A replay of the dead letter
+// finds them decided and changes nothing.
 
 // deadLetterTimeout bounds recording one dead letter.
 const deadLetterTimeout = 10 * time.Second
@@ -86,20 +98,26 @@ func (l *lastErrors) take(seq uint64) string {
 	return e
 }
 
-// recordDead records d and copies it to ORDER_DLQ. The record must succeed
-// (the caller otherwise leaves the message to be redelivered); the copy is
-// best effort.
+// recordDead records d (deciding the orders of its checkouts), caches the
+// orders it decided and copies it to ORDER_DLQ. The record must succeed
+// (the caller otherwise leaves the message to be redelivered); the cache
+// (retried in the background) and the copy are best effort.
 func (w *Worker) recordDead(ctx context.Context, d postgres.DeadLetter, msgID string) error {
 	ctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
 	defer cancel()
-	id, created, err := w.d.DB.RecordDeadLetter(ctx, &d)
+	rec, err := w.d.DB.RecordDead(ctx, &d)
 	if err != nil {
 		return fmt.Errorf("record dead letter: %w", err)
 	}
-	if created {
+	id := rec.ID
+	if rec.Created {
 		w.m.deadLetters.WithLabelValues(d.Reason).Inc()
 		w.log.Error("dead letter", "id", id, "reason", d.Reason, "subject", d.Subject, "stream_seq", d.StreamSeq, "deliveries", d.Deliveries, "err", d.LastError)
 	}
+	for _, o := range rec.Undecided {
+		w.log.Error("dead letter's order left undecided: its checkout cannot be written", "id", id, "order", o)
+	}
+	w.deadDecided(ctx, id, rec.Decided)
 	err = natsbus.PublishDeadLetter(ctx, w.d.JS, natsbus.DeadLetterMsg{
 		Partition: d.Partition, Subject: d.Subject, StreamSeq: d.StreamSeq, Payload: d.Payload,
 		Reason: d.Reason, Deliveries: uint64(d.Deliveries), LastError: d.LastError, MsgID: msgID,
@@ -108,6 +126,33 @@ func (w *Worker) recordDead(ctx context.Context, d postgres.DeadLetter, msgID st
 		w.log.Warn("dead letter recorded but not copied to ORDER_DLQ", "id", id, "err", err)
 	}
 	return nil
+}
+
+// deadCacheRetry bounds how long the status cache of the orders a dead
+// letter decided is retried in the background.
+const deadCacheRetry = 10 * time.Minute
+
+// deadDecided counts, announces and caches the orders a dead letter's
+// record decided.
+func (w *Worker) deadDecided(ctx context.Context, id int64, res *postgres.BatchResult) {
+	if res == nil || len(res.Orders) == 0 {
+		return
+	}
+	w.count(res)
+	w.wakeRelay()
+	for _, o := range res.Orders {
+		w.log.Warn("order rejected: its command is a dead letter", "dead_letter", id, "order", o.ID, "reason", o.RejectReason)
+	}
+	if err := w.cache(ctx, redisstore.NoQueue, res); err == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), deadCacheRetry)
+		defer cancel()
+		if err := retryUntil(ctx, 500*time.Millisecond, 10*time.Second, func() error { return w.cache(ctx, redisstore.NoQueue, res) }); err != nil {
+			w.log.Error("status cache of orders a dead letter decided not updated", "dead_letter", id, "err", err)
+		}
+	}()
 }
 
 // deadMessage records the whole message of it as a dead letter.
@@ -128,25 +173,48 @@ func (l *partitionLoop) deadMessage(it *item, reason string, cause error) error 
 }
 
 // deadCommand records one command dropped from it's message, alone in an
-// envelope so that it can be replayed alone.
+// envelope so that it can be replayed alone. If it cannot be recorded, it
+// remembers why in it.unrecorded: the message is then redelivered instead
+// of acked (ack), its other commands applied and skipped when it comes
+// back.
 func (l *partitionLoop) deadCommand(it *item, cmd order.Command, cause error) {
+	err := l.w.recordDeadCommand(context.Background(), it, l.p, cmd, cause)
+	if err != nil {
+		l.log.Warn("dead command not recorded; its message will be redelivered", "command", cmd.ID, "err", err)
+		it.unrecorded = err
+	}
+}
+
+// recordDeadCommand records cmd, dropped from it's message, as a dead
+// letter of its own (of partition p).
+func (w *Worker) recordDeadCommand(ctx context.Context, it *item, p int, cmd order.Command, cause error) error {
 	data, err := order.EncodeEnvelope(cmd)
 	if err != nil {
-		l.log.Error("dead command not recorded", "command", cmd.ID, "err", err)
-		return
+		return fmt.Errorf("dead command %s: %w", cmd.ID, err)
 	}
 	seq := uint64(0)
 	if md, err := it.msg.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 	}
-	err = l.w.recordDead(context.Background(), postgres.DeadLetter{
-		SourceKey: "cmd-" + cmd.ID.String(), Partition: l.p, Subject: it.msg.Subject(), StreamSeq: seq,
+	return w.recordDead(ctx, postgres.DeadLetter{
+		SourceKey: "cmd-" + cmd.ID.String(), Partition: p, Subject: it.msg.Subject(), StreamSeq: seq,
 		Reason: postgres.DeadPoisonCommand, LastError: errorText(cause), Deliveries: int64(it.delivered), Payload: data,
 	}, "dlq-cmd-"+cmd.ID.String())
-	if err != nil {
-		// The message is acked with the others: this command is only in the log.
-		l.log.Error("dead command not recorded", "command", cmd.ID, "err", err)
+}
+
+// termDead settles a message every command of which was dropped and
+// recorded as a dead letter of its own: Term'd, with no record of the
+// message (that would record its one command twice), or redelivered if a
+// record failed.
+func (l *partitionLoop) termDead(it *item, cause error) {
+	if it.unrecorded != nil {
+		l.nakOne(it, it.unrecorded)
+		return
 	}
+	if err := it.msg.TermWithReason(termReason("every command is a dead letter", cause)); err != nil {
+		l.log.Warn("term failed", "err", err)
+	}
+	l.w.m.messages.WithLabelValues("term").Inc()
 }
 
 // errorText is err's text, at most 2000 bytes.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -312,5 +313,139 @@ func TestDeadLetterSweep(t *testing.T) {
 	}
 	if n := e.workQueueMsgs(); n != 0 {
 		t.Errorf("%d messages left in the work queue", n)
+	}
+}
+
+// TestDeadLetterRejectsCheckout: a checkout that never gets applied ends
+// rejected processing_failed when it becomes a dead letter, in the
+// database, in the status cache and with its order.rejected event, having
+// taken no stock. Replaying the dead letter once the cause is gone
+// changes nothing: the order is decided.
+func TestDeadLetterRejectsCheckout(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	sku := e.sku(0, 10, 0)
+	doomed := e.checkout("u1", sku, 1)
+	id := doomed.Checkout.OrderID
+	var failing atomic.Bool
+	failing.Store(true)
+	w := e.worker("w", func(c *Config) { c.MaxDeliver = 3 })
+	w.applyHook = func(_ int, cmds []order.Command) error {
+		for _, c := range cmds {
+			if c.ID == doomed.ID && failing.Load() {
+				return errors.New("a failure that never ends")
+			}
+		}
+		return nil
+	}
+	e.start(w)
+	e.publish(1, doomed)
+	d := e.waitDeadLetters(1, 20*time.Second)[0]
+	e.waitFinal([]uuid.UUID{id}, 10*time.Second)
+	wantRejectedOnce := func(when string) {
+		t.Helper()
+		if st, reason := e.status(id); st != order.StatusRejected || reason != order.RejectProcessingFailed {
+			t.Errorf("%s: order %s %s, want rejected %s", when, st, reason, order.RejectProcessingFailed)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		cached, err := e.rs.OrderStatus(ctx, id)
+		for (err != nil || cached.Status != order.StatusRejected) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			cached, err = e.rs.OrderStatus(ctx, id)
+		}
+		if err != nil || cached.Status != order.StatusRejected || cached.RejectReason != order.RejectProcessingFailed {
+			t.Errorf("%s: status cache %+v %v, want rejected %s", when, cached, err, order.RejectProcessingFailed)
+		}
+		evs := e.events()
+		validateEvents(t, evs)
+		if n := decisions(t, evs)[id.String()]; n != 1 {
+			t.Errorf("%s: %d decision events, want 1", when, n)
+		}
+		if got := e.stock(sku); got != (stock{10, 0}) {
+			t.Errorf("%s: stock %+v, want none taken", when, got)
+		}
+	}
+	wantRejectedOnce("dead-lettered")
+
+	failing.Store(false)
+	if err := e.pub.Replay(ctx, d.Subject, d.Payload, "replay-"+strconv.FormatInt(d.ID, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.db.MarkDeadLetterReplayed(ctx, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitQuiet(t, e)
+	wantRejectedOnce("replayed")
+}
+
+// TestDeadLetterOneCommandMessageOnce: a message of one command that can
+// never be applied is one dead letter, not one for the command and one
+// for its message.
+func TestDeadLetterOneCommandMessageOnce(t *testing.T) {
+	e := newEnv(t, 2)
+	sku := e.sku(1, 10, 0)
+	e.start(e.worker("w"))
+	bad := e.checkout("u1", sku, 1)
+	bad.Checkout.AddressID = uuid.New() // no such address: the partition drops it
+	e.publish(1, bad)
+	e.waitDeadLetters(1, 10*time.Second)
+	good := e.checkout("u2", sku, 1)
+	e.publish(1, good)
+	e.waitFinal([]uuid.UUID{good.Checkout.OrderID}, 10*time.Second)
+	waitQuiet(t, e)
+	if dls := e.waitDeadLetters(1, time.Second); len(dls) != 1 {
+		for _, d := range dls {
+			t.Logf("dead letter %s %s", d.SourceKey, d.Reason)
+		}
+		t.Errorf("%d dead letters of one message of one command, want 1", len(dls))
+	}
+}
+
+// TestDeadLetterNotAckedUnrecorded: a command dropped from a message
+// (invalid, or refused by the partition) whose dead letter cannot be
+// recorded leaves its message to be redelivered, not acked: once the
+// database records dead letters again, it is one. The other commands of
+// the message are applied once.
+func TestDeadLetterNotAckedUnrecorded(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	sku := e.sku(1, 10, 0)
+	if _, err := e.db.Exec(`
+		CREATE FUNCTION refuse_dead_letters() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'dead letters refused by the test'; END $$;
+		CREATE TRIGGER refuse_dead_letters BEFORE INSERT ON dead_letters FOR EACH ROW EXECUTE FUNCTION refuse_dead_letters();`); err != nil {
+		t.Fatal(err)
+	}
+	e.start(e.worker("w"))
+	invalid := e.checkout("u1", sku, 1)
+	invalid.Checkout.PaymentMethod = "barter" // dropped when decoded
+	refused := e.checkout("u2", sku, 1)
+	refused.Checkout.AddressID = uuid.New() // dropped by the partition
+	goods := []order.Command{e.checkout("u3", sku, 1), e.checkout("u4", sku, 1)}
+	for i, bad := range []order.Command{invalid, refused} {
+		data, _ := order.EncodeEnvelope(goods[i], bad)
+		if _, err := e.js.Publish(ctx, order.Subject(1), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitFinal(orderIDs(goods), 10*time.Second)
+	time.Sleep(time.Second) // a delivery or two that cannot record
+	if _, err := e.db.Exec(`DROP TRIGGER refuse_dead_letters ON dead_letters`); err != nil {
+		t.Fatal(err)
+	}
+	dls := e.waitDeadLetters(2, 20*time.Second)
+	keys := map[string]bool{}
+	for _, d := range dls {
+		keys[d.SourceKey] = true
+	}
+	if !keys["cmd-"+invalid.ID.String()] || !keys["cmd-"+refused.ID.String()] {
+		t.Errorf("dead letters %v, want one per dropped command", keys)
+	}
+	waitQuiet(t, e)
+	if n := e.workQueueMsgs(); n != 0 {
+		t.Errorf("%d messages left in the work queue", n)
+	}
+	if got := e.stock(sku); got != (stock{8, 2}) {
+		t.Errorf("stock %+v, want the two good orders' units taken once", got)
 	}
 }

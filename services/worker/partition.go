@@ -43,6 +43,10 @@ type item struct {
 	msg       jetstream.Msg
 	cmds      []order.Command
 	delivered uint64
+	// unrecorded is why a command dropped from the message could not be
+	// recorded as a dead letter: the message is redelivered, not acked
+	// (deadletter.go).
+	unrecorded error
 }
 
 func newPartitionLoop(w *Worker, p int, c jetstream.Consumer) *partitionLoop {
@@ -237,7 +241,7 @@ func (l *partitionLoop) apply(stop, ctx context.Context, items []*item) {
 					l.w.m.messages.WithLabelValues("drop_command").Inc()
 					l.deadCommand(it, cmd, err)
 					if len(it.cmds) == 0 {
-						l.settle([]*item{it}, err)
+						l.termDead(it, err)
 						continue
 					}
 				}
@@ -418,6 +422,12 @@ func (l *partitionLoop) settle(items []*item, err error) {
 }
 
 func (l *partitionLoop) ack(it *item) {
+	if it.unrecorded != nil {
+		// Applied, but a dropped command's dead letter is not recorded:
+		// redelivered, the message skips what was applied and tries again.
+		l.nakOne(it, it.unrecorded)
+		return
+	}
 	if err := it.msg.Ack(); err != nil {
 		// Applied: a redelivery is skipped.
 		l.log.Warn("ack failed", "err", err)

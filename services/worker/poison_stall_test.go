@@ -65,8 +65,8 @@ func TestPoisonDoesNotStallItsPartition(t *testing.T) {
 			t.Errorf("good order %s is %q, want confirmed", c.Checkout.OrderID, st)
 		}
 	}
-	if st, _ := e.status(doomed.Checkout.OrderID); st != "" {
-		t.Errorf("the poison's order was written: %s", st)
+	if st, reason := e.status(doomed.Checkout.OrderID); st != order.StatusRejected || reason != order.RejectProcessingFailed {
+		t.Errorf("the poison's order is %q %s, want rejected %s with its dead letter", st, reason, order.RejectProcessingFailed)
 	}
 	if got := e.stock(sku); got != (stock{60, 40}) {
 		t.Errorf("stock %+v, want 40 sold, 60 left", got)

@@ -230,6 +230,10 @@ func (w *Worker) recorded(ctx context.Context, log *slog.Logger, res *postgres.B
 }
 
 func (w *Worker) ackRecord(log *slog.Logger, it *item) {
+	if it.unrecorded != nil {
+		w.nakRecord(log, it) // a dropped command's dead letter is not recorded yet
+		return
+	}
 	if err := it.msg.Ack(); err != nil {
 		log.Warn("ack failed", "err", err) // recorded: a redelivery is skipped
 	}
@@ -273,19 +277,8 @@ func (w *Worker) deadRecordMessage(ctx context.Context, log *slog.Logger, it *it
 func (w *Worker) deadRecordCommand(ctx context.Context, log *slog.Logger, it *item, cmd order.Command, cause error) {
 	log.Error("ingress decision dropped", "reason", cause, "command", cmd.ID)
 	w.m.messages.WithLabelValues("drop_command").Inc()
-	data, err := order.EncodeEnvelope(cmd)
-	if err != nil {
-		return
-	}
-	seq := uint64(0)
-	if md, err := it.msg.Metadata(); err == nil {
-		seq = md.Sequence.Stream
-	}
-	err = w.recordDead(ctx, postgres.DeadLetter{
-		SourceKey: "cmd-" + cmd.ID.String(), Partition: cmd.Partition, Subject: it.msg.Subject(), StreamSeq: seq,
-		Reason: postgres.DeadPoisonCommand, LastError: errorText(cause), Deliveries: int64(it.delivered), Payload: data,
-	}, "dlq-cmd-"+cmd.ID.String())
-	if err != nil {
-		log.Error("dead ingress decision not recorded", "command", cmd.ID, "err", err)
+	if err := w.recordDeadCommand(ctx, it, cmd.Partition, cmd, cause); err != nil {
+		log.Warn("dead ingress decision not recorded; its message will be redelivered", "command", cmd.ID, "err", err)
+		it.unrecorded = err
 	}
 }
