@@ -226,10 +226,14 @@ func (s *Store) SoldOutVersion(ctx context.Context, sku uuid.UUID) (int64, bool,
 // the order's state, its user's index of recent orders and its idempotency
 // record; ARGV the order's JSON, the time to live in seconds, the index
 // score and member, the index's size and the idempotency record's JSON (""
-// for none). The state is written whatever is cached (the order id is new,
-// or a replay found nothing).
+// for none). The state is written where none or a pending one is cached:
+// a decision cached already is its partition's (a retry's checkout got
+// there first), and it stands.
 var putDecidedScript = redis.NewScript(`
-redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
+local cur = redis.call("GET", KEYS[1])
+if not cur or cjson.decode(cur)["status"] == "pending" then
+	redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
+end
 redis.call("ZADD", KEYS[2], ARGV[3], ARGV[4])
 redis.call("ZREMRANGEBYRANK", KEYS[2], 0, -tonumber(ARGV[5]) - 1)
 redis.call("EXPIRE", KEYS[2], ARGV[2])
@@ -239,9 +243,10 @@ end
 return 1`)
 
 // PutDecided caches an order the ingress decided without its partition (a
-// sold-out rejection): its state, its entry in its user's recent orders and,
-// if idem is not nil, its idempotency record, in one round trip, as
-// PutPending does for a pending order.
+// sold-out rejection): its state (unless a decision is cached already),
+// its entry in its user's recent orders and, if idem is not nil, its
+// idempotency record, in one round trip, as PutPending does for a pending
+// order.
 func (s *Store) PutDecided(ctx context.Context, o *order.Order, idem *order.Idempotency) error {
 	data, err := json.Marshal(o)
 	if err != nil {
