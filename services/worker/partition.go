@@ -287,16 +287,22 @@ func (l *partitionLoop) apply(stop, ctx context.Context, items []*item) {
 	}
 	if err := cacheErr; err != nil {
 		// Committed: a redelivery skips the commands and caches again.
-		// At the last delivery the cache stays behind; PostgreSQL and the
-		// events have the decision.
+		// A message at its last delivery has none to come: it is acked,
+		// and its decisions are cached in the background once Redis
+		// answers, as the sweeps' are.
 		l.log.Warn("status cache update failed after commit", "err", err)
 		var again []*item
+		last := false
 		for _, it := range items {
 			if it.delivered < uint64(l.w.cfg.MaxDeliver) {
 				again = append(again, it)
 			} else {
+				last = true
 				l.ack(it)
 			}
+		}
+		if last {
+			l.w.cacheLater(ctx, l.p, res)
 		}
 		l.nak(again, err)
 		return
@@ -364,7 +370,9 @@ func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
 				l.w.wakeRelay()
 			}
 			if cacheErr != nil {
-				l.log.Warn("status cache update failed after commit", "err", cacheErr)
+				// The message is acked below: no redelivery will cache it.
+				l.log.Warn("status cache update failed after commit; retrying in the background", "err", cacheErr)
+				l.w.cacheLater(ctx, l.p, res)
 			}
 		case actTerm, actSplit:
 			l.log.Error("command dropped", "reason", err, "command", c.ID, "subject", it.msg.Subject())
