@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -23,7 +24,7 @@ import (
 // So a checkout that read the marker could not have been sold a unit at
 // that moment: rejecting it is the partition's own decision taken at the
 // instant of the read (the rejection is linearizable there). Four rules
-// keep the claim true:
+// keep the claim true, and a fifth heals what they leave open:
 //
 //  1. Marking (MarkSoldOut) happens only after the transaction that saw
 //     stock 0 committed, with the version that transaction read or wrote
@@ -47,6 +48,12 @@ import (
 //     them would bring back a marker while the stock it guarded is above
 //     0. Markers from before a restart are ignored instead, and the
 //     partitions mark again what is still at 0.
+//  5. A marker expires SoldOutTTL after it was last written; a batch that
+//     leaves the SKU at 0 writes it again (at the same version, renewing
+//     it). Expiry only ever removes a marker, which the claim allows
+//     (without a marker the checkout goes to its partition, which
+//     decides the same), so whatever wrong marker rules 1 to 4 let stand
+//     heals by itself within SoldOutTTL.
 //
 // Proof sketch. Let the marker hold v, written at time w, read at time t.
 // Stock was 0 at version v (rule 1). Suppose stock was above 0 at t. Then a
@@ -66,7 +73,24 @@ import (
 // SKU that ever came back from 0). What rule 4 leaves open: a restart that
 // loses a floor raise while a stale writer (rule 3) is between its commit
 // and its marker, two faults at once; its marker would then stand until
-// the SKU's stock next goes to 0 or comes back again.
+// it expires (rule 5), at most SoldOutTTL. The price of rule 5: once the
+// ingress rejects every checkout of a sold-out SKU itself, no batch renews
+// its marker, so every SoldOutTTL the checkouts of one batch reach the
+// partition, which rejects them and marks the SKU again.
+
+// SoldOutTTL is how long a sold-out marker stands unless a partition
+// marks its SKU again (rule 5 above): the longest a wrong marker can keep
+// a SKU unsellable at the ingress.
+const SoldOutTTL = 10 * time.Second
+
+// markerTTL is the markers' time to live: SoldOutTTL unless a test set
+// another.
+func (s *Store) markerTTL() time.Duration {
+	if s.soldOutTTL > 0 {
+		return s.soldOutTTL
+	}
+	return SoldOutTTL
+}
 
 // soldOutKey is the marker of a sold-out SKU, under the store's prefix.
 func (s *Store) soldOutKey(sku uuid.UUID) string { return s.key("soldout:", sku.String()) }
@@ -80,14 +104,15 @@ const runIDLua = `local run_id = string.match(redis.call("INFO", "server"), "run
 `
 
 // markScript sets markers: KEYS are pairs (marker, floor), ARGV the
-// versions, one per pair. A marker is "<version>:<run id>"; it is written
-// only if its version is at least the floor and above that of the marker
-// standing in this incarnation of the server. It returns how many it
-// wrote.
+// markers' time to live in milliseconds, then the versions, one per pair.
+// A marker is "<version>:<run id>"; it is written only if its version is
+// at least the floor and at least that of the marker standing in this
+// incarnation of the server (the same version again renews its time to
+// live). It returns how many it wrote.
 var markScript = redis.NewScript(runIDLua + `
 local n = 0
-for i = 1, #ARGV do
-	local v = tonumber(ARGV[i])
+for i = 1, #KEYS / 2 do
+	local v = tonumber(ARGV[i+1])
 	local floor = tonumber(redis.call("GET", KEYS[2*i]) or "-1")
 	local cur = -1
 	local m = redis.call("GET", KEYS[2*i-1])
@@ -97,8 +122,8 @@ for i = 1, #ARGV do
 			cur = tonumber(mv)
 		end
 	end
-	if v >= floor and v > cur then
-		redis.call("SET", KEYS[2*i-1], ARGV[i] .. ":" .. run_id)
+	if v >= floor and v >= cur then
+		redis.call("SET", KEYS[2*i-1], ARGV[i+1] .. ":" .. run_id, "PX", ARGV[1])
 		n = n + 1
 	end
 end
@@ -145,15 +170,16 @@ func (s *Store) pairs(vs []order.SKUVersion) ([]string, []any) {
 }
 
 // MarkSoldOut marks SKUs sold out at the versions a committed transaction
-// left them at stock 0 (in one round trip), except those whose version is
-// below their floor (a stock increase committed after it: rule 3 above).
-// It returns how many it marked. A failure leaves checkouts to go through
+// left them at stock 0 (in one round trip), for SoldOutTTL, except those
+// whose version is below their floor (a stock increase committed after
+// it: rule 3 above). It returns how many it marked. A failure leaves checkouts to go through
 // their partition, which is always correct: callers log it and go on.
 func (s *Store) MarkSoldOut(ctx context.Context, vs []order.SKUVersion) (int, error) {
 	if len(vs) == 0 {
 		return 0, nil
 	}
-	keys, args := s.pairs(vs)
+	keys, versions := s.pairs(vs)
+	args := append([]any{s.markerTTL().Milliseconds()}, versions...)
 	n, err := markScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("redis mark sold out: %w", err)
