@@ -34,8 +34,10 @@ import (
 //     they all go through the partition's batch writer) calls Reopen while
 //     it still holds the row lock and before it commits: Reopen deletes the
 //     marker and raises soldout-floor:<sku> to the version it will commit.
-//     If Redis cannot be reached the transaction fails and is retried:
-//     stock never comes back while a marker may stand.
+//     If Redis cannot be reached the transaction does not commit: the
+//     partition applies its batch without the commands that bring stock
+//     back, and those wait until Redis answers (pkg/postgres's
+//     soldout.go): stock never comes back while a marker may stand.
 //  3. A marker is written only if its version is at least the floor
 //     (markScript, atomic in Redis). A stale writer (a worker paused after
 //     its commit while another took the partition over and a restock

@@ -36,6 +36,7 @@ type partitionLoop struct {
 	avgCmds float64 // moving average of commands per message, to size pulls
 	dbDown  bool    // the last batch failed because the database was unreachable
 	exp     expiry  // the sweep of orders whose payment hold passed (expiry.go)
+	wait    waiting // messages at their last delivery whose commands wait for Redis (held.go)
 }
 
 // item is one fetched message and its commands.
@@ -73,6 +74,7 @@ func (l *partitionLoop) run(ctx context.Context) {
 		}
 		backoff = 100 * time.Millisecond
 		l.consume(ctx, work, batch)
+		l.retryWaiting(ctx, work)
 		l.expire(ctx)
 		if l.dbDown {
 			// This process cannot reach the database: give the partition
@@ -95,6 +97,7 @@ func (l *partitionLoop) run(ctx context.Context) {
 			}
 		}
 	}
+	l.releaseWaiting()
 	l.unpin()
 }
 
@@ -285,6 +288,10 @@ func (l *partitionLoop) apply(stop, ctx context.Context, items []*item) {
 	if res.Outbox > 0 {
 		l.w.wakeRelay()
 	}
+	// Messages with commands held for the sold-out markers are applied
+	// again later; the others are done.
+	items, held := splitHeld(items, res.Held)
+	l.await(held, res.HeldErr)
 	if err := cacheErr; err != nil {
 		// Committed: a redelivery skips the commands and caches again.
 		// A message at its last delivery has none to come: it is acked,
@@ -360,10 +367,14 @@ func (it *item) drop(id uuid.UUID) (order.Command, bool) {
 // failure is skipped when the message comes back.
 func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
 	l.log.Warn("a constraint refused a message; applying its commands one by one", "commands", len(it.cmds))
+	var held *postgres.ReopenError
 	for _, c := range it.cmds {
 		res, err := l.applyRetrying(stop, ctx, []*item{it}, []order.Command{c})
 		switch act, _ := settleAction(err); act {
 		case actAck:
+			if len(res.Held) > 0 {
+				held = res.HeldErr // applied again with its message
+			}
 			l.w.count(res)
 			cacheErr := l.w.cache(ctx, l.p, res)
 			if res.Outbox > 0 {
@@ -392,6 +403,10 @@ func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
 			l.settle([]*item{it}, err)
 			return
 		}
+	}
+	if held != nil {
+		l.await([]*item{it}, held)
+		return
 	}
 	l.ack(it)
 }
