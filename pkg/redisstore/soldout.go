@@ -259,7 +259,7 @@ func (s *Store) SoldOutVersion(ctx context.Context, sku uuid.UUID) (int64, bool,
 // there first), and it stands.
 var putDecidedScript = redis.NewScript(`
 local cur = redis.call("GET", KEYS[1])
-if not cur or cjson.decode(cur)["status"] == "pending" then
+if not cur or string.match(cur, '"status":"(%a+)"') == "pending" then
 	redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
 end
 redis.call("ZADD", KEYS[2], ARGV[3], ARGV[4])

@@ -62,8 +62,12 @@ func TestSoldOutMarkerFollowsThePartition(t *testing.T) {
 
 	e.publish(1, order.Command{ID: uuid.New(), Kind: order.KindRestock, Partition: 1, At: time.Now(), Restock: &order.Restock{SKUID: sku, Quantity: 1}})
 	e.waitMarker(sku, false, 10*time.Second)
-	if got := e.stock(sku); got.Stock != 1 {
-		t.Fatalf("stock after restock %+v", got)
+	// The marker goes before the restock commits: wait for the commit.
+	for deadline := time.Now().Add(10 * time.Second); e.stock(sku).Stock != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("stock after restock %+v", e.stock(sku))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	c := e.checkout("buyer-z", sku, 1)
