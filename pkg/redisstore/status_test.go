@@ -101,3 +101,28 @@ func TestStatusCacheOnlyMovesForward(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkApplyPartition caches a partition batch of 500 decided orders
+// over their pending states, as a worker does after each transaction.
+func BenchmarkApplyPartition(b *testing.B) {
+	s, _ := redistest.New(b)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	orders := make([]*order.Order, 500)
+	for i := range orders {
+		orders[i] = &order.Order{ID: uuid.New(), Number: "FS-20261204-000000001", UserID: "user-" + uuid.NewString()[:8], Status: order.StatusConfirmed,
+			Lines: []order.Line{{SKUID: uuid.New(), Name: "Sneaker", Quantity: 1, UnitPrice: 12900, LineTotal: 12900}}, Currency: "EUR",
+			Subtotal: 12900, ShippingFee: 1000, GrandTotal: 13900, AcceptedAt: now, DecidedAt: &now, UpdatedAt: now}
+		pending := *orders[i]
+		pending.Status = order.StatusPending
+		if _, err := s.PutPending(ctx, &pending, nil, redisstore.NoQueue); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.ApplyPartition(ctx, 0, len(orders), orders, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
