@@ -63,6 +63,11 @@ type BatchResult struct {
 	// SoldOut holds the SKUs the batch locked that it left at stock 0, at
 	// the row version committed (soldout.go).
 	SoldOut []order.SKUVersion
+	// Held names the commands not applied because they bring a sold-out
+	// SKU's stock back and its marker could not be deleted (Redis is
+	// down: soldout.go); HeldErr says why. Apply them again later.
+	Held    []uuid.UUID
+	HeldErr *ReopenError
 }
 
 // ErrBatchConflict means another writer changed the partition's rows while
@@ -107,21 +112,34 @@ func (e *PoisonError) Unwrap() error { return e.Err }
 // Errors: ErrBatchConflict (apply the batch again), a *PoisonError (drop the
 // command it names and apply the rest), EUNAVAILABLE (the database is down:
 // retry later), EINVALID (a constraint refused a row: apply the batch's
-// messages one by one to find it). Nothing is written on error.
+// messages one by one to find it). Nothing is written on error. When Redis
+// cannot delete the sold-out markers of SKUs whose stock the batch brings
+// back from 0, the batch is applied without the commands that bring it
+// back, named in BatchResult.Held, to apply again later (soldout.go).
 func (db *DB) ApplyBatch(ctx context.Context, p int, cmds []order.Command, cfg PartitionConfig) (*BatchResult, error) {
 	cfg = cfg.withDefaults()
 	if cfg.Partitions < 1 || p < 0 || p >= cfg.Partitions {
 		return nil, fmt.Errorf("apply batch: partition %d of %d", p, cfg.Partitions)
 	}
 	var res *BatchResult
-	err := db.Tx(ctx, func(tx *sqlx.Tx) error {
-		b := newPartBatch(ctx, tx, p, cfg)
-		var err error
-		res, err = b.run(cmds)
-		return err
-	})
-	if err != nil {
-		return nil, batchError(err)
+	var hold holdBack // what waits for the sold-out markers (soldout.go)
+	for {
+		err := db.Tx(ctx, func(tx *sqlx.Tx) error {
+			b := newPartBatch(ctx, tx, p, cfg)
+			b.hold = hold.skus
+			var err error
+			if res, err = b.run(cmds); err == nil && len(b.held) > 0 {
+				res.Held, res.HeldErr = b.held, hold.err
+			}
+			return err
+		})
+		if hold.again(err, &cfg) {
+			continue
+		}
+		if err != nil {
+			return nil, batchError(err)
+		}
+		break
 	}
 	cfg.markSoldOut(ctx, res.SoldOut) // committed: mark what it sold out
 	return res, nil
@@ -196,7 +214,8 @@ func (db *DB) SweepReservations(ctx context.Context, cfg PartitionConfig, limit 
 // database that is down, a constraint violation, or anything else.
 func batchError(err error) error {
 	var pe *PoisonError
-	if errors.As(err, &pe) || errors.Is(err, ErrBatchConflict) {
+	var re *ReopenError
+	if errors.As(err, &pe) || errors.Is(err, ErrBatchConflict) || errors.As(err, &re) {
 		return err
 	}
 	var pqe *pq.Error
@@ -218,6 +237,8 @@ type partBatch struct {
 	cfg PartitionConfig
 	now time.Time
 
+	hold      map[uuid.UUID]bool // SKUs whose stock must not come back in this batch (soldout.go)
+	held      []uuid.UUID        // commands not applied for that
 	ledger    *order.Ledger
 	before    map[uuid.UUID]order.SKU  // the locked SKUs as read
 	versions  map[uuid.UUID]int64      // the locked SKUs' row versions: as read, then as written (soldout.go)
@@ -278,6 +299,10 @@ func (b *partBatch) run(cmds []order.Command) (*BatchResult, error) {
 			// Applied before, or the same order again under a new command
 			// id (an ingress retry): re-read it for the status cache.
 			b.skip(c)
+			continue
+		}
+		if b.holds(c) {
+			b.held = append(b.held, c.ID) // waits for the sold-out markers (soldout.go)
 			continue
 		}
 		if err := b.apply(c); err != nil {

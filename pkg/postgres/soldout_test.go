@@ -152,25 +152,62 @@ func TestSoldOutMarksFollowStock(t *testing.T) {
 }
 
 // TestSoldOutReopenFailureDoesNotCommit: when the markers cannot be
-// reopened, stock does not come back (the batch fails and is retried).
+// reopened (Redis is down), stock does not come back: the commands that
+// would bring it back from 0 are held (BatchResult.Held, not applied, not
+// recorded as processed), and the rest of the batch is applied without
+// them rather than waiting with them. Applied again once Redis answers,
+// the held ones take effect.
 func TestSoldOutReopenFailureDoesNotCommit(t *testing.T) {
 	e := ptNew(t)
 	f := withMarks(e)
-	sku := e.sku(2, 1)
-	e.apply(e.checkout("u1", sku, 1))
+	gone := e.sku(2, 1)
+	other := e.sku(2, 5)
+	first := e.checkout("u1", gone, 1)
+	e.apply(first)
+	f.take()
+
 	f.failReopen = order.Errorf(order.EUNAVAILABLE, "redis down")
-	restock := order.Command{ID: uuid.New(), Kind: order.KindRestock, Partition: 2, At: time.Now(), Restock: &order.Restock{SKUID: sku, Quantity: 4}}
-	_, err := e.db.ApplyBatch(context.Background(), 2, []order.Command{restock}, e.cfg)
-	if order.ErrorCode(err) != order.EUNAVAILABLE {
-		t.Fatalf("restock with the markers down: %v, want EUNAVAILABLE", err)
+	restock := order.Command{ID: uuid.New(), Kind: order.KindRestock, Partition: 2, At: time.Now(), Restock: &order.Restock{SKUID: gone, Quantity: 4}}
+	cancel := order.Command{ID: uuid.New(), Kind: order.KindCancel, Partition: 2, At: time.Now(), Cancel: &order.Cancel{OrderID: first.Checkout.OrderID, UserID: "u1"}}
+	buyOther, buyGone := e.checkout("u2", other, 1), e.checkout("u3", gone, 1)
+	res, err := e.db.ApplyBatch(context.Background(), 2, []order.Command{restock, buyOther, cancel, buyGone}, e.cfg)
+	if err != nil {
+		t.Fatalf("a batch with the markers down: %v, want the commands that need them held", err)
 	}
-	if got := e.committed(sku); got != (skuRow{0, 1}) {
+	if diff := cmp.Diff([]uuid.UUID{restock.ID, cancel.ID}, res.Held); diff != "" {
+		t.Errorf("held commands (-want +got):\n%s", diff)
+	}
+	if order.ErrorCode(res.HeldErr) != order.EUNAVAILABLE {
+		t.Errorf("why held: %v", res.HeldErr)
+	}
+	if reopens, _ := f.take(); len(reopens) != 1 {
+		t.Errorf("%d Reopen calls, want one per batch", len(reopens))
+	}
+	if got := e.committed(gone); got != (skuRow{0, 1}) {
 		t.Errorf("after a failed reopen: %+v, want stock 0 at version 1", got)
 	}
+	if st, _ := e.status(first.Checkout.OrderID); st != order.StatusConfirmed {
+		t.Errorf("the order to cancel is %s, want confirmed until its cancel is applied", st)
+	}
+	if st, _ := e.status(buyOther.Checkout.OrderID); st != order.StatusConfirmed {
+		t.Errorf("the checkout of the other SKU is %s, want confirmed", st)
+	}
+	// Decided against the stock committed, 0: what it would have been
+	// had the restock arrived later.
+	if st, reason := e.status(buyGone.Checkout.OrderID); st != order.StatusRejected || reason != order.RejectOutOfStock {
+		t.Errorf("the checkout of the sold-out SKU is %s %s, want rejected out_of_stock", st, reason)
+	}
+
 	f.failReopen = nil
-	e.apply(restock)
-	if got := e.committed(sku); got != (skuRow{4, 2}) {
+	res = e.apply(restock, buyOther, cancel, buyGone)
+	if len(res.Held) != 0 || res.Applied != 2 || res.Skipped != 2 {
+		t.Errorf("applied again: %d applied, %d skipped, held %v; want the 2 held ones applied", res.Applied, res.Skipped, res.Held)
+	}
+	if got := e.committed(gone); got != (skuRow{5, 2}) {
 		t.Errorf("after the retry: %+v", got)
+	}
+	if st, _ := e.status(first.Checkout.OrderID); st != order.StatusCancelled {
+		t.Errorf("the cancelled order is %s", st)
 	}
 }
 

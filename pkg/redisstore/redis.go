@@ -23,6 +23,8 @@ type Store struct {
 	rdb    *redis.Client
 	prefix string
 	pipe   *batch.Batcher[pipeRequest, struct{}] // the hot paths' shared pipelines (pipeline.go)
+
+	soldOutTTL time.Duration // the sold-out markers' time to live, if not SoldOutTTL (tests)
 }
 
 // Open connects to the Redis server at url and checks that it answers.

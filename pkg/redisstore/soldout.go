@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -23,7 +24,7 @@ import (
 // So a checkout that read the marker could not have been sold a unit at
 // that moment: rejecting it is the partition's own decision taken at the
 // instant of the read (the rejection is linearizable there). Four rules
-// keep the claim true:
+// keep the claim true, and a fifth heals what they leave open:
 //
 //  1. Marking (MarkSoldOut) happens only after the transaction that saw
 //     stock 0 committed, with the version that transaction read or wrote
@@ -33,8 +34,10 @@ import (
 //     they all go through the partition's batch writer) calls Reopen while
 //     it still holds the row lock and before it commits: Reopen deletes the
 //     marker and raises soldout-floor:<sku> to the version it will commit.
-//     If Redis cannot be reached the transaction fails and is retried:
-//     stock never comes back while a marker may stand.
+//     If Redis cannot be reached the transaction does not commit: the
+//     partition applies its batch without the commands that bring stock
+//     back, and those wait until Redis answers (pkg/postgres's
+//     soldout.go): stock never comes back while a marker may stand.
 //  3. A marker is written only if its version is at least the floor
 //     (markScript, atomic in Redis). A stale writer (a worker paused after
 //     its commit while another took the partition over and a restock
@@ -47,6 +50,12 @@ import (
 //     them would bring back a marker while the stock it guarded is above
 //     0. Markers from before a restart are ignored instead, and the
 //     partitions mark again what is still at 0.
+//  5. A marker expires SoldOutTTL after it was last written; a batch that
+//     leaves the SKU at 0 writes it again (at the same version, renewing
+//     it). Expiry only ever removes a marker, which the claim allows
+//     (without a marker the checkout goes to its partition, which
+//     decides the same), so whatever wrong marker rules 1 to 4 let stand
+//     heals by itself within SoldOutTTL.
 //
 // Proof sketch. Let the marker hold v, written at time w, read at time t.
 // Stock was 0 at version v (rule 1). Suppose stock was above 0 at t. Then a
@@ -66,7 +75,24 @@ import (
 // SKU that ever came back from 0). What rule 4 leaves open: a restart that
 // loses a floor raise while a stale writer (rule 3) is between its commit
 // and its marker, two faults at once; its marker would then stand until
-// the SKU's stock next goes to 0 or comes back again.
+// it expires (rule 5), at most SoldOutTTL. The price of rule 5: once the
+// ingress rejects every checkout of a sold-out SKU itself, no batch renews
+// its marker, so every SoldOutTTL the checkouts of one batch reach the
+// partition, which rejects them and marks the SKU again.
+
+// SoldOutTTL is how long a sold-out marker stands unless a partition
+// marks its SKU again (rule 5 above): the longest a wrong marker can keep
+// a SKU unsellable at the ingress.
+const SoldOutTTL = 10 * time.Second
+
+// markerTTL is the markers' time to live: SoldOutTTL unless a test set
+// another.
+func (s *Store) markerTTL() time.Duration {
+	if s.soldOutTTL > 0 {
+		return s.soldOutTTL
+	}
+	return SoldOutTTL
+}
 
 // soldOutKey is the marker of a sold-out SKU, under the store's prefix.
 func (s *Store) soldOutKey(sku uuid.UUID) string { return s.key("soldout:", sku.String()) }
@@ -80,14 +106,15 @@ const runIDLua = `local run_id = string.match(redis.call("INFO", "server"), "run
 `
 
 // markScript sets markers: KEYS are pairs (marker, floor), ARGV the
-// versions, one per pair. A marker is "<version>:<run id>"; it is written
-// only if its version is at least the floor and above that of the marker
-// standing in this incarnation of the server. It returns how many it
-// wrote.
+// markers' time to live in milliseconds, then the versions, one per pair.
+// A marker is "<version>:<run id>"; it is written only if its version is
+// at least the floor and at least that of the marker standing in this
+// incarnation of the server (the same version again renews its time to
+// live). It returns how many it wrote.
 var markScript = redis.NewScript(runIDLua + `
 local n = 0
-for i = 1, #ARGV do
-	local v = tonumber(ARGV[i])
+for i = 1, #KEYS / 2 do
+	local v = tonumber(ARGV[i+1])
 	local floor = tonumber(redis.call("GET", KEYS[2*i]) or "-1")
 	local cur = -1
 	local m = redis.call("GET", KEYS[2*i-1])
@@ -97,8 +124,8 @@ for i = 1, #ARGV do
 			cur = tonumber(mv)
 		end
 	end
-	if v >= floor and v > cur then
-		redis.call("SET", KEYS[2*i-1], ARGV[i] .. ":" .. run_id)
+	if v >= floor and v >= cur then
+		redis.call("SET", KEYS[2*i-1], ARGV[i+1] .. ":" .. run_id, "PX", ARGV[1])
 		n = n + 1
 	end
 end
@@ -145,15 +172,16 @@ func (s *Store) pairs(vs []order.SKUVersion) ([]string, []any) {
 }
 
 // MarkSoldOut marks SKUs sold out at the versions a committed transaction
-// left them at stock 0 (in one round trip), except those whose version is
-// below their floor (a stock increase committed after it: rule 3 above).
-// It returns how many it marked. A failure leaves checkouts to go through
+// left them at stock 0 (in one round trip), for SoldOutTTL, except those
+// whose version is below their floor (a stock increase committed after
+// it: rule 3 above). It returns how many it marked. A failure leaves checkouts to go through
 // their partition, which is always correct: callers log it and go on.
 func (s *Store) MarkSoldOut(ctx context.Context, vs []order.SKUVersion) (int, error) {
 	if len(vs) == 0 {
 		return 0, nil
 	}
-	keys, args := s.pairs(vs)
+	keys, versions := s.pairs(vs)
+	args := append([]any{s.markerTTL().Milliseconds()}, versions...)
 	n, err := markScript.Run(ctx, s.rdb, keys, args...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("redis mark sold out: %w", err)
@@ -226,10 +254,14 @@ func (s *Store) SoldOutVersion(ctx context.Context, sku uuid.UUID) (int64, bool,
 // the order's state, its user's index of recent orders and its idempotency
 // record; ARGV the order's JSON, the time to live in seconds, the index
 // score and member, the index's size and the idempotency record's JSON (""
-// for none). The state is written whatever is cached (the order id is new,
-// or a replay found nothing).
+// for none). The state is written where none or a pending one is cached:
+// a decision cached already is its partition's (a retry's checkout got
+// there first), and it stands.
 var putDecidedScript = redis.NewScript(`
-redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
+local cur = redis.call("GET", KEYS[1])
+if not cur or string.match(cur, '"status":"(%a+)"') == "pending" then
+	redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
+end
 redis.call("ZADD", KEYS[2], ARGV[3], ARGV[4])
 redis.call("ZREMRANGEBYRANK", KEYS[2], 0, -tonumber(ARGV[5]) - 1)
 redis.call("EXPIRE", KEYS[2], ARGV[2])
@@ -239,9 +271,10 @@ end
 return 1`)
 
 // PutDecided caches an order the ingress decided without its partition (a
-// sold-out rejection): its state, its entry in its user's recent orders and,
-// if idem is not nil, its idempotency record, in one round trip, as
-// PutPending does for a pending order.
+// sold-out rejection): its state (unless a decision is cached already),
+// its entry in its user's recent orders and, if idem is not nil, its
+// idempotency record, in one round trip, as PutPending does for a pending
+// order.
 func (s *Store) PutDecided(ctx context.Context, o *order.Order, idem *order.Idempotency) error {
 	data, err := json.Marshal(o)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/redisstore"
 	"github.com/flashsale/orderd/pkg/redisstore/redistest"
 )
 
@@ -145,5 +146,58 @@ func TestPutDecided(t *testing.T) {
 	}
 	if _, err := s.Idempotency(ctx, o.ID); err != nil {
 		t.Errorf("the idempotency record must stay: %v", err)
+	}
+}
+
+// TestSoldOutMarkersExpire: a marker heals by itself. Should one ever
+// stand while stock remains (what the design leaves open: two faults at
+// once), it makes the SKU unsellable at the ingress only until it expires;
+// a partition that still finds the SKU at 0 marks it again.
+func TestSoldOutMarkersExpire(t *testing.T) {
+	t.Parallel()
+	s, prefix := redistest.New(t)
+	ctx := context.Background()
+	a := uuid.New()
+	if _, err := s.MarkSoldOut(ctx, []order.SKUVersion{{SKU: a, Version: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := s.Client().PTTL(ctx, prefix+"soldout:"+a.String()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl <= 0 || ttl > redisstore.SoldOutTTL {
+		t.Fatalf("the marker's time to live is %v: a wrong marker would stand for ever", ttl)
+	}
+
+	// A short time to live, to see it go: a partition that finds the SKU
+	// still at 0 renews it (the same version again), and without that it
+	// goes by itself.
+	s.SetSoldOutTTL(time.Second)
+	b := uuid.New()
+	bKey := prefix + "soldout:" + b.String()
+	if _, err := s.MarkSoldOut(ctx, []order.SKUVersion{{SKU: b, Version: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	before := s.Client().PTTL(ctx, bKey).Val()
+	if n, err := s.MarkSoldOut(ctx, []order.SKUVersion{{SKU: b, Version: 5}}); err != nil || n != 1 {
+		t.Fatalf("marking again at the same version = %d, %v; want it renewed", n, err)
+	}
+	if after := s.Client().PTTL(ctx, bKey).Val(); after <= before {
+		t.Errorf("time to live %v before marking again at the same version, %v after: not renewed", before, after)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := s.SoldOut(ctx, []uuid.UUID{b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got[b] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the marker still stands 5s after its time to live")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

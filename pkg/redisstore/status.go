@@ -24,16 +24,60 @@ func (s *Store) orderKey(id uuid.UUID) string { return s.key("order:", id.String
 // design (user_cart_<uid>).
 func (s *Store) cartKey(userID string) string { return s.key("user_cart_", userID) }
 
+// A cached state's status is read with a pattern rather than by decoding
+// its JSON (a batch writes hundreds): order.Order's status comes before
+// its lines, and a string value cannot hold an unescaped quote, so the
+// first "status":"..." is the order's.
+
+// statusRankLua defines forward(cur, new): whether a cached state of
+// status cur may be replaced by one of status new. Statuses only move
+// forward: pending < confirmed < paid, expired, cancelled, rejected (the
+// final ones, which no other status replaces). One exception: a cached
+// rejection gives way to any decided status. Every writer but the
+// ingress's PutDecided writes what the database committed, and the
+// database never holds another status for an order it rejected; so a
+// cached rejection next to another status from the database is the
+// ingress's sold-out decision for an order whose checkout reached its
+// partition first (a retry), and the database's decision is the one.
+const statusRankLua = `local rank = {pending = 0, confirmed = 1, paid = 2, expired = 2, cancelled = 2, rejected = 2}
+local function forward(cur, new)
+	if cur == new then
+		return true
+	end
+	if cur == "rejected" then
+		return new ~= "pending"
+	end
+	return (rank[new] or 0) > (rank[cur] or 0)
+end
+`
+
+// forwardScript caches orders' states unless that would take them back:
+// KEYS are the states; ARGV the time to live in seconds, then for each key
+// the order's JSON and its status. It returns how many it wrote.
+var forwardScript = redis.NewScript(statusRankLua + `
+local n = 0
+for i = 1, #KEYS do
+	local cur = redis.call("GET", KEYS[i])
+	if not cur or forward(string.match(cur, '"status":"(%a+)"'), ARGV[2*i+1]) then
+		redis.call("SET", KEYS[i], ARGV[2*i], "EX", ARGV[1])
+		n = n + 1
+	end
+end
+return n`)
+
 // PutOrders caches the current state of orders (as JSON under order:<id>) in
-// one round trip.
+// one round trip. A cached state is only replaced by a later status
+// (forwardScript): a late or repeated write never takes an order back.
 func (s *Store) PutOrders(ctx context.Context, orders ...*order.Order) error {
 	return s.ApplyDecisions(ctx, orders, nil)
 }
 
-// ApplyDecisions caches the state of orders and removes purchased SKUs from
-// carts (user id -> SKU ids), in one pipelined round trip. Both steps are
-// idempotent, so a worker repeats them when a command is redelivered after
-// its transaction committed.
+// ApplyDecisions caches the state of orders (as PutOrders does: only
+// forward) and removes purchased SKUs from carts (user id -> SKU ids), in
+// one pipelined round trip. Both steps are idempotent, so a worker repeats
+// them when a command is redelivered after its transaction committed, and
+// a write that comes late (a worker paused between its commit and its
+// cache write) cannot hide a later status.
 func (s *Store) ApplyDecisions(ctx context.Context, orders []*order.Order, cartRemovals map[string][]uuid.UUID) error {
 	return s.ApplyPartition(ctx, NoQueue, 0, orders, cartRemovals)
 }
@@ -46,12 +90,20 @@ func (s *Store) ApplyPartition(ctx context.Context, p, n int, orders []*order.Or
 		return nil
 	}
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, o := range orders {
-			data, err := json.Marshal(o)
-			if err != nil {
-				return fmt.Errorf("encode order %s: %w", o.ID, err)
+		if len(orders) > 0 {
+			keys := make([]string, len(orders))
+			args := make([]any, 1, 1+2*len(orders))
+			args[0] = int64(StatusTTL / time.Second)
+			for i, o := range orders {
+				data, err := json.Marshal(o)
+				if err != nil {
+					return fmt.Errorf("encode order %s: %w", o.ID, err)
+				}
+				keys[i] = s.orderKey(o.ID)
+				args = append(args, data, string(o.Status))
 			}
-			pipe.Set(ctx, s.orderKey(o.ID), data, StatusTTL)
+			// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT.
+			forwardScript.Eval(ctx, pipe, keys, args...)
 		}
 		for user, skus := range cartRemovals {
 			if len(skus) == 0 {

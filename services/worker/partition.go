@@ -36,6 +36,7 @@ type partitionLoop struct {
 	avgCmds float64 // moving average of commands per message, to size pulls
 	dbDown  bool    // the last batch failed because the database was unreachable
 	exp     expiry  // the sweep of orders whose payment hold passed (expiry.go)
+	wait    waiting // messages at their last delivery whose commands wait for Redis (held.go)
 }
 
 // item is one fetched message and its commands.
@@ -77,6 +78,7 @@ func (l *partitionLoop) run(ctx context.Context) {
 		}
 		backoff = 100 * time.Millisecond
 		l.consume(ctx, work, batch)
+		l.retryWaiting(ctx, work)
 		l.expire(ctx)
 		if l.dbDown {
 			// This process cannot reach the database: give the partition
@@ -99,6 +101,7 @@ func (l *partitionLoop) run(ctx context.Context) {
 			}
 		}
 	}
+	l.releaseWaiting()
 	l.unpin()
 }
 
@@ -289,18 +292,28 @@ func (l *partitionLoop) apply(stop, ctx context.Context, items []*item) {
 	if res.Outbox > 0 {
 		l.w.wakeRelay()
 	}
+	// Messages with commands held for the sold-out markers are applied
+	// again later; the others are done.
+	items, held := splitHeld(items, res.Held)
+	l.await(held, res.HeldErr)
 	if err := cacheErr; err != nil {
 		// Committed: a redelivery skips the commands and caches again.
-		// At the last delivery the cache stays behind; PostgreSQL and the
-		// events have the decision.
+		// A message at its last delivery has none to come: it is acked,
+		// and its decisions are cached in the background once Redis
+		// answers, as the sweeps' are.
 		l.log.Warn("status cache update failed after commit", "err", err)
 		var again []*item
+		last := false
 		for _, it := range items {
 			if it.delivered < uint64(l.w.cfg.MaxDeliver) {
 				again = append(again, it)
 			} else {
+				last = true
 				l.ack(it)
 			}
+		}
+		if last {
+			l.w.cacheLater(ctx, l.p, res)
 		}
 		l.nak(again, err)
 		return
@@ -358,17 +371,23 @@ func (it *item) drop(id uuid.UUID) (order.Command, bool) {
 // failure is skipped when the message comes back.
 func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
 	l.log.Warn("a constraint refused a message; applying its commands one by one", "commands", len(it.cmds))
+	var held *postgres.ReopenError
 	for _, c := range it.cmds {
 		res, err := l.applyRetrying(stop, ctx, []*item{it}, []order.Command{c})
 		switch act, _ := settleAction(err); act {
 		case actAck:
+			if len(res.Held) > 0 {
+				held = res.HeldErr // applied again with its message
+			}
 			l.w.count(res)
 			cacheErr := l.w.cache(ctx, l.p, res)
 			if res.Outbox > 0 {
 				l.w.wakeRelay()
 			}
 			if cacheErr != nil {
-				l.log.Warn("status cache update failed after commit", "err", cacheErr)
+				// The message is acked below: no redelivery will cache it.
+				l.log.Warn("status cache update failed after commit; retrying in the background", "err", cacheErr)
+				l.w.cacheLater(ctx, l.p, res)
 			}
 		case actTerm, actSplit:
 			l.log.Error("command dropped", "reason", err, "command", c.ID, "subject", it.msg.Subject())
@@ -388,6 +407,10 @@ func (l *partitionLoop) applyEach(stop, ctx context.Context, it *item) {
 			l.settle([]*item{it}, err)
 			return
 		}
+	}
+	if held != nil {
+		l.await([]*item{it}, held)
+		return
 	}
 	l.ack(it)
 }

@@ -41,6 +41,11 @@ func (e *decodeError) Unwrap() error { return e.err }
 //	                                              pin takeover; never a reason to reject a buyer)
 //	EINVALID from the database (constraint)       apply each message alone; one that still
 //	                                              fails alone is Term'd
+//	*postgres.ReopenError (Redis down: the sold-  NakWithDelay, and the partition stays here: only
+//	out markers cannot be deleted)                what needs Redis waits. ApplyBatch holds back
+//	                                              the commands that need it and applies the rest
+//	                                              (BatchResult.Held, held.go), so this row is a
+//	                                              safety net
 //	EUNAVAILABLE (database down)                  NakWithDelay, and the loop hands the partition
 //	                                              to another worker (unpin, pause a pin TTL) in
 //	                                              case only this process lost the database; at
@@ -58,6 +63,7 @@ var settleTable = []struct {
 	{"poison command", func(err error) bool { var p *postgres.PoisonError; return errors.As(err, &p) }, actTerm},
 	{"conflict with another writer", func(err error) bool { return errors.Is(err, postgres.ErrBatchConflict) }, actRetry},
 	{"constraint violation", func(err error) bool { return order.ErrorCode(err) == order.EINVALID }, actSplit},
+	{"sold-out markers unavailable", markersDown, actNak},
 	{"database unavailable", func(err error) bool { return order.ErrorCode(err) == order.EUNAVAILABLE }, actNak},
 	{"failure", func(error) bool { return true }, actNak},
 }
@@ -73,8 +79,19 @@ func settleAction(err error) (action, string) {
 }
 
 // holdable reports whether err is worth holding a batch for at its last
-// delivery: the database is down and will be back.
-func holdable(err error) bool { return order.ErrorCode(err) == order.EUNAVAILABLE }
+// delivery: the database is down and will be back. Redis being down is
+// not (markersDown): a batch holds back only the commands that need it.
+func holdable(err error) bool {
+	return order.ErrorCode(err) == order.EUNAVAILABLE && !markersDown(err)
+}
+
+// markersDown reports whether err is a failure to delete sold-out markers
+// (Redis did not answer), which only the commands that bring a sold-out
+// SKU's stock back have to wait for.
+func markersDown(err error) bool {
+	var re *postgres.ReopenError
+	return errors.As(err, &re)
+}
 
 // nakDelay is the redelivery delay after the delivered-th failed attempt:
 // half a second, doubling, at most 30 seconds.

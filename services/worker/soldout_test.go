@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -61,8 +62,12 @@ func TestSoldOutMarkerFollowsThePartition(t *testing.T) {
 
 	e.publish(1, order.Command{ID: uuid.New(), Kind: order.KindRestock, Partition: 1, At: time.Now(), Restock: &order.Restock{SKUID: sku, Quantity: 1}})
 	e.waitMarker(sku, false, 10*time.Second)
-	if got := e.stock(sku); got.Stock != 1 {
-		t.Fatalf("stock after restock %+v", got)
+	// The marker goes before the restock commits: wait for the commit.
+	for deadline := time.Now().Add(10 * time.Second); e.stock(sku).Stock != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("stock after restock %+v", e.stock(sku))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	c := e.checkout("buyer-z", sku, 1)
@@ -126,4 +131,98 @@ func TestIngressRejectionsRecorded(t *testing.T) {
 	if n := e.count(`SELECT count(*) FROM processed_commands`); n != 0 {
 		t.Errorf("%d commands applied by a partition", n)
 	}
+}
+
+// TestRedisOutageHoldsOnlyTheStockComingBack: while Redis is down, a
+// restock and a cancel that would bring a sold-out SKU's stock back from 0
+// cannot delete its marker, so they wait; the checkouts of the same
+// message (another SKU) are decided meanwhile, not held behind them. Once
+// Redis is back the restock and the cancel are applied and the marker is
+// gone.
+func TestRedisOutageHoldsOnlyTheStockComingBack(t *testing.T) {
+	e := newEnv(t, 2)
+	proxy, viaProxy := e.redisThroughProxy()
+	e.start(withRedis(e.worker("w1"), viaProxy))
+	gone := e.sku(1, 1, 0)
+	other := e.sku(1, 10, 0)
+	first := e.checkout("buyer-0", gone, 1)
+	e.publish(1, first)
+	e.waitStatus(first.Checkout.OrderID, order.StatusConfirmed, 20*time.Second)
+	e.waitMarker(gone, true, 5*time.Second)
+
+	proxy.setDown(true)
+	restock := order.Command{ID: uuid.New(), Kind: order.KindRestock, Partition: 1, At: time.Now(), Restock: &order.Restock{SKUID: gone, Quantity: 2}}
+	buyers := []order.Command{e.checkout("buyer-1", other, 1), e.checkout("buyer-2", other, 1)}
+	e.cachePending(buyers...)
+	data, err := order.EncodeEnvelope(append([]order.Command{restock, e.cancel(first)}, buyers...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(context.Background(), order.Subject(1), data); err != nil {
+		t.Fatal(err)
+	}
+	ids := orderIDs(buyers)
+	deadline := time.Now().Add(15 * time.Second)
+	for e.outcomes(ids)["confirmed/"] != len(ids) {
+		if time.Now().After(deadline) {
+			t.Fatalf("with Redis down, the checkouts of another SKU are still %v after 15s: held behind the restock and the cancel", e.outcomes(ids))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := e.stock(gone); got != (stock{0, 1}) {
+		t.Errorf("with Redis down the sold-out SKU is %+v: its stock came back while its marker may stand", got)
+	}
+	if st, _ := e.status(first.Checkout.OrderID); st != order.StatusConfirmed {
+		t.Errorf("with Redis down the cancelled order is %s", st)
+	}
+
+	proxy.setDown(false)
+	e.waitStatus(first.Checkout.OrderID, order.StatusCancelled, 60*time.Second)
+	deadline = time.Now().Add(60 * time.Second)
+	for e.stock(gone) != (stock{3, 0}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after Redis came back the sold-out SKU is %+v, want the restock and the cancel applied", e.stock(gone))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.waitMarker(gone, false, 5*time.Second)
+	e.waitCached(append(ids, first.Checkout.OrderID), 30*time.Second)
+	waitDrained(t, e, 1)
+}
+
+// TestRedisOutageAtTheLastDelivery: a restock that waits for Redis at its
+// message's last delivery is kept by the partition loop, not Nak'ed into a
+// dead letter, while the partition goes on deciding checkouts; it is
+// applied once Redis is back.
+func TestRedisOutageAtTheLastDelivery(t *testing.T) {
+	e := newEnv(t, 2)
+	proxy, viaProxy := e.redisThroughProxy()
+	e.start(withRedis(e.worker("w1", func(c *Config) { c.MaxDeliver = 1; c.AckWait = 2 * time.Second }), viaProxy))
+	gone := e.sku(1, 0, 0)
+	other := e.sku(1, 10, 0)
+
+	proxy.setDown(true)
+	e.publish(1, order.Command{ID: uuid.New(), Kind: order.KindRestock, Partition: 1, At: time.Now(), Restock: &order.Restock{SKUID: gone, Quantity: 2}})
+	// Longer than the ack wait: the loop keeps the message alive.
+	for i := range 3 {
+		buyer := e.checkout("buyer-"+strconv.Itoa(i), other, 1)
+		e.publish(1, buyer)
+		e.waitStatus(buyer.Checkout.OrderID, order.StatusConfirmed, 20*time.Second)
+		time.Sleep(time.Second)
+	}
+	if got := e.stock(gone); got.Stock != 0 {
+		t.Fatalf("with Redis down the sold-out SKU is %+v", got)
+	}
+	proxy.setDown(false)
+	deadline := time.Now().Add(30 * time.Second)
+	for e.stock(gone).Stock != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("30s after Redis came back the restock is not applied: %+v", e.stock(gone))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := e.count(`SELECT count(*) FROM dead_letters`); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+	waitDrained(t, e, 1)
 }

@@ -229,11 +229,13 @@ func (w *Worker) cache(ctx context.Context, p int, res *postgres.BatchResult) er
 // cacheLater caches, in the background, decisions whose status cache
 // update failed and that no redelivery will cache again: the reservation
 // sweeper's rejections and the expiry sweep's expirations are committed
-// outside any command message. Without it the cache would keep the order's
-// earlier status (pending, or confirmed) for StatusTTL, and every reader
-// not woken by the event would see it (found by make chaos: a sweep during
-// a Redis restart). Their statuses are final, so a late write cannot hide
-// a newer one.
+// outside any command message, and a batch acked at its message's last
+// delivery, or in applyEach, has no redelivery to come. Without it the
+// cache would keep the order's earlier status (pending, or confirmed) for
+// StatusTTL, and every reader not woken by the event would see it (found
+// by make chaos: a sweep during a Redis restart). The cache only moves
+// forward (redisstore's forwardScript), so a late write cannot hide a
+// newer status.
 func (w *Worker) cacheLater(ctx context.Context, p int, res *postgres.BatchResult) {
 	go retryUntil(ctx, 500*time.Millisecond, 10*time.Second, func() error { return w.cache(ctx, p, res) })
 }
