@@ -102,3 +102,38 @@ func (db *DB) checkoutFacts(ctx context.Context, qs []factsQuery) ([]order.Check
 	}
 	return out, nil
 }
+
+// kindAbandoned names, in processed_commands, a command that AbandonCommand
+// settled: it was never applied, and no partition will apply it.
+const kindAbandoned = "abandoned"
+
+// AbandonCommand settles a command whose publish its sender could not
+// confirm: JetStream did not acknowledge it in time, so it may be stored,
+// now or later, and then applied. It records the command as processed
+// unless a partition applied it first, and reports which happened:
+// applied false means that no partition ever applies it (ApplyBatch skips
+// a processed command, and a batch applying it at the same moment fails
+// on the primary key and skips it when it runs again); applied true means
+// that a partition already did. Settling a command twice answers false
+// both times. An unreachable database is EUNAVAILABLE: then nothing is
+// known.
+func (db *DB) AbandonCommand(ctx context.Context, id uuid.UUID, partition int) (applied bool, err error) {
+	var r struct {
+		Inserted bool           `db:"inserted"`
+		Kind     sql.NullString `db:"kind"`
+	}
+	// The statement's snapshot predates its insert: kind is the row that
+	// was there (invisible if its transaction committed meanwhile, and
+	// then a partition's: only partitions and this write the table).
+	err = db.GetContext(ctx, &r, `
+		WITH ins AS (
+			INSERT INTO processed_commands (id, kind, partition) VALUES ($1, $2, $3)
+			ON CONFLICT (id) DO NOTHING RETURNING id)
+		SELECT EXISTS (SELECT 1 FROM ins) AS inserted,
+		       (SELECT kind FROM processed_commands WHERE id = $1) AS kind`,
+		id, kindAbandoned, partition)
+	if err != nil {
+		return false, translate(fmt.Errorf("abandon command %s: %w", id, err))
+	}
+	return !r.Inserted && r.Kind.String != kindAbandoned, nil
+}
