@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/flashsale/orderd/pkg/order"
 )
 
 // TestAbandonCommand: a command settled as abandoned before any partition
@@ -87,5 +89,35 @@ func TestAbandonCommandMeetsAPartition(t *testing.T) {
 		if r := <-done; r.err != nil || r.applied != commit {
 			t.Errorf("partition commits %v: abandon answered applied %v (%v), want %v", commit, r.applied, r.err, commit)
 		}
+	}
+}
+
+// TestAbandonRejectionRecord: the record of an order the ingress rejected
+// itself is settled the same way: abandoned first, it is never written;
+// written first, the abandon reports it applied.
+func TestAbandonRejectionRecord(t *testing.T) {
+	t.Parallel()
+	e := ptNew(t)
+	ctx := context.Background()
+	sku := e.sku(2, 0)
+
+	late := rejection(e.checkout("u1", sku, 1), sku)
+	if applied, err := e.db.AbandonCommand(ctx, late.ID, late.Partition); err != nil || applied {
+		t.Fatalf("abandon a record nobody wrote: applied %v, %v; want false", applied, err)
+	}
+	res, err := e.db.RecordRejections(ctx, []order.Command{late})
+	if err != nil || res.Applied != 0 || len(res.Orders) != 0 {
+		t.Errorf("record an abandoned rejection: %+v, %v; want nothing written", res, err)
+	}
+	if n := e.count(`SELECT count(*) FROM orders WHERE id = $1`, late.Rejection.Checkout.OrderID); n != 0 {
+		t.Errorf("an abandoned rejection became an order")
+	}
+
+	done := rejection(e.checkout("u2", sku, 1), sku)
+	if _, err := e.db.RecordRejections(ctx, []order.Command{done}); err != nil {
+		t.Fatal(err)
+	}
+	if applied, err := e.db.AbandonCommand(ctx, done.ID, done.Partition); err != nil || !applied {
+		t.Errorf("abandon a written record: applied %v, %v; want true", applied, err)
 	}
 }
