@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/pkg/redisstore"
 )
@@ -178,8 +180,8 @@ func (s *Server) checkout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	published, err := s.checkoutClaimed(w, r, &req, claim, id, key, hash)
-	if rerr := s.Status.ReleaseIdempotency(ctx, id, claim, published); rerr != nil {
+	record, err := s.checkoutClaimed(w, r, &req, claim, id, key, hash)
+	if rerr := s.Status.ReleaseIdempotency(ctx, id, claim, record); rerr != nil {
 		// The lock expires by itself; an unmarked record only makes a
 		// retry republish the command, which is harmless.
 		s.log.WarnContext(ctx, "checkout: could not release the idempotency key", "order", id, "err", rerr)
@@ -216,8 +218,10 @@ func (s *Server) claimIdempotency(ctx context.Context, id uuid.UUID) (redisstore
 // before the ack: the command id is the order id, so JetStream drops a
 // duplicate within its window and the partition skips an order it has
 // already written after it). Otherwise the order is placed, unless
-// PostgreSQL knows the key (placeOrder). It returns the record to store as
-// published when the request published its command.
+// PostgreSQL knows the key (placeOrder). It returns the key's record to
+// store if the request changed it: marked published when the request
+// published its command, or with a new command id when a publish failed
+// (publishCheckout).
 func (s *Server) checkoutClaimed(w http.ResponseWriter, r *http.Request, req *checkoutRequest, claim redisstore.Claim, id uuid.UUID, key, hash string) (*order.Idempotency, error) {
 	rec := claim.Record
 	if rec == nil {
@@ -226,16 +230,16 @@ func (s *Server) checkoutClaimed(w http.ResponseWriter, r *http.Request, req *ch
 	if rec.RequestHash != hash {
 		return nil, errKeyReused()
 	}
-	var published *order.Idempotency
+	var changed *order.Idempotency
 	if !rec.Published {
 		if err := s.publishCheckout(r.Context(), rec.Command, rec); err != nil {
-			return nil, err
+			return rec, err
 		}
 		rec.Published = true
-		published = rec
+		changed = rec
 	}
-	writeAccepted(w, rec.Command.ID, rec.Command.Checkout.OrderNumber, true)
-	return published, nil
+	writeAccepted(w, rec.Command.Checkout.OrderID, rec.Command.Checkout.OrderNumber, true)
+	return changed, nil
 }
 
 // errKeyReused is the answer to an Idempotency-Key sent again with another
@@ -249,8 +253,8 @@ func errKeyReused() error {
 // caller's, the cart holds the SKUs, no SKU's sale is paused), builds the
 // checkout command and publishes it. An order that PostgreSQL already
 // holds for the Idempotency-Key (its Redis record was lost or expired) is
-// answered as a replay instead. It returns the idempotency record to mark
-// published, if any.
+// answered as a replay instead. It returns the idempotency record to
+// store, if any (see checkoutClaimed).
 func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkoutRequest, id uuid.UUID, key, hash string) (*order.Idempotency, error) {
 	ctx, user := r.Context(), principal(r.Context()).UserID
 	lines, prices, soldOut, prior, err := s.checkoutFacts(ctx, user, req, key)
@@ -304,9 +308,9 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkou
 			return nil, err
 		}
 	} else if err := s.publishCheckout(ctx, cmd, rec); err != nil {
-		return nil, err
+		return rec, err
 	}
-	writeAccepted(w, cmd.ID, cmd.Checkout.OrderNumber, false)
+	writeAccepted(w, cmd.Checkout.OrderID, cmd.Checkout.OrderNumber, false)
 	if rec != nil {
 		rec.Published = true
 	}
@@ -464,28 +468,72 @@ func pendingOrder(cmd order.Command) *order.Order {
 
 // publishCheckout caches the pending order (and the idempotency record rec,
 // if any), giving it a ticket in its partition's line, and publishes the
-// command, waiting up to the publish timeout for JetStream's ack. If the
-// publish fails, the pending order is taken out of the cache again, so that
-// nothing of it is visible, and the error is EUNAVAILABLE with a
-// Retry-After; rec stays, unpublished, so that a retry with the same key
-// republishes the same command.
+// command, waiting up to the publish timeout for JetStream's ack
+// (publishOrder). If the publish fails, the pending order is taken out of
+// the cache again, so that nothing of it is visible, and the error is
+// EUNAVAILABLE with a Retry-After; rec stays unpublished, so that a retry
+// with the same key republishes the same command, under a new command id
+// that this sets in rec: no partition applies the failed one
+// (publishOrder), and the caller stores rec again.
 func (s *Server) publishCheckout(ctx context.Context, cmd order.Command, rec *order.Idempotency) error {
 	pending := pendingOrder(cmd)
 	wrote, err := s.Status.PutPending(ctx, pending, rec, cmd.Partition)
 	if err != nil {
 		return err
 	}
-	if err := s.publish(ctx, cmd); err != nil {
+	if err := s.publishOrder(ctx, cmd); err != nil {
 		if wrote {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			if derr := s.Status.DropPending(dctx, pending, cmd.Partition); derr != nil {
-				s.log.ErrorContext(ctx, "checkout: could not remove the pending order of a failed publish", "order", cmd.ID, "err", derr)
+				s.log.ErrorContext(ctx, "checkout: could not remove the pending order of a failed publish", "order", cmd.Checkout.OrderID, "err", derr)
 			}
 			cancel()
+		}
+		if rec != nil {
+			rec.Command.ID = uuid.New()
 		}
 		return err
 	}
 	return nil
+}
+
+// settleTimeout bounds the database write that settles a checkout whose
+// publish failed (publishOrder).
+const settleTimeout = 5 * time.Second
+
+// publishOrder publishes the command that places an order (a checkout, or
+// the record of a rejection the ingress decided, soldout.go) and makes its
+// error true: a checkout answered 503 is never placed (SPEC 3.2: nothing
+// half-written).
+//
+// A publish can fail after the message carrying the command left the
+// process (JetStream slow, paused or cut off before its PubAck): the
+// message may be stored now or later, and then applied. Waiting longer
+// does not make that known, so the command is settled in PostgreSQL
+// instead, where the partitions (and the writer of ingress rejections)
+// record what they applied (postgres.AbandonCommand): if one applied it
+// already, the checkout succeeded after all and the answer is 202;
+// otherwise it is recorded as processed, nobody will apply it, and the
+// 503 is true. When the publisher knows the command was never sent
+// (natsbus.ErrNotPublished), there is nothing to settle. If PostgreSQL
+// cannot be written either (a second fault), the outcome stays unknown:
+// the answer is 503, and the error is logged.
+func (s *Server) publishOrder(ctx context.Context, cmd order.Command) error {
+	err := s.publish(ctx, cmd)
+	if err == nil || errors.Is(err, natsbus.ErrNotPublished) {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	applied, serr := s.Orders.AbandonCommand(sctx, cmd.ID, cmd.Partition)
+	switch {
+	case serr != nil:
+		s.log.ErrorContext(ctx, "checkout: answered 503, but its command may still be stored and applied: it could not be settled",
+			"command", cmd.ID, "kind", cmd.Kind, "publish_err", err, "err", serr)
+	case applied:
+		return nil
+	}
+	return err
 }
 
 // publish publishes one command, waiting up to the publish timeout for the
