@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/flashsale/orderd/pkg/order"
+	"github.com/flashsale/orderd/pkg/postgres/pgtest"
 )
 
 // TestAbandonCommand: a command settled as abandoned before any partition
@@ -120,4 +121,82 @@ func TestAbandonRejectionRecord(t *testing.T) {
 	if applied, err := e.db.AbandonCommand(ctx, done.ID, done.Partition); err != nil || !applied {
 		t.Errorf("abandon a written record: applied %v, %v; want true", applied, err)
 	}
+}
+
+// TestClaimKey: the first claim of a key is written, a later one gets the
+// first back (also when both come in one batch), and CheckoutFacts tells
+// of the claim until the order is written.
+func TestClaimKey(t *testing.T) {
+	t.Parallel()
+	e := ptNew(t)
+	ctx := context.Background()
+	user, key := "u1", "key-1"
+	addr := e.address(user)
+	id := order.IdempotentID(user, key)
+	first := order.KeyClaim{OrderID: id, RequestHash: "hash-a", OrderNumber: "FS-1"}
+
+	facts, err := e.db.CheckoutFacts(ctx, user, addr, key)
+	if err != nil || facts.Claim != nil || facts.Prior != nil {
+		t.Fatalf("facts of an unused key: %+v, %v", facts, err)
+	}
+	if prior, err := e.db.ClaimKey(ctx, first); err != nil || prior != nil {
+		t.Fatalf("first claim: prior %+v, %v; want none", prior, err)
+	}
+	prior, err := e.db.ClaimKey(ctx, order.KeyClaim{OrderID: id, RequestHash: "hash-b", OrderNumber: "FS-2"})
+	if err != nil || prior == nil || *prior != first {
+		t.Errorf("second claim: prior %+v, %v; want %+v", prior, err, first)
+	}
+	facts, err = e.db.CheckoutFacts(ctx, user, addr, key)
+	if err != nil || facts.Claim == nil || *facts.Claim != first || facts.Prior != nil {
+		t.Errorf("facts of a claimed key: %+v (claim %+v), %v; want the claim %+v", facts, facts.Claim, err, first)
+	}
+	if facts, _ := e.db.CheckoutFacts(ctx, user, addr, "other-key"); facts.Claim != nil {
+		t.Errorf("another key has the claim %+v", facts.Claim)
+	}
+
+	// Once the order is written, it answers for the key.
+	c := e.checkout(user, e.sku(0, 5), 1)
+	c.Checkout.OrderID, c.Checkout.IdempotencyKey, c.Checkout.RequestHash = id, key, "hash-a"
+	e.apply(c)
+	if facts, _ := e.db.CheckoutFacts(ctx, user, addr, key); facts.Prior == nil || facts.Claim != nil {
+		t.Errorf("facts after the order was written: prior %+v, claim %+v; want the order only", facts.Prior, facts.Claim)
+	}
+
+	// Two claims of one key in one statement: the first is written.
+	other := order.IdempotentID(user, "key-2")
+	a := order.KeyClaim{OrderID: other, RequestHash: "hash-a", OrderNumber: "FS-3"}
+	b := order.KeyClaim{OrderID: other, RequestHash: "hash-b", OrderNumber: "FS-4"}
+	got, err := e.db.ClaimKeysForTest(ctx, []order.KeyClaim{a, b})
+	if err != nil || got[0] != nil || got[1] == nil || *got[1] != a {
+		t.Errorf("claims %+v and %+v in one batch: priors %v, %v; want none, then the first", a, b, got, err)
+	}
+}
+
+// BenchmarkClaimKey measures what a keyed checkout's claim costs when many
+// checkouts run at once (batched, as under a sale), next to the facts
+// query every checkout already makes.
+func BenchmarkClaimKey(b *testing.B) {
+	ctx := context.Background()
+	_, db := pgtest.New(b)
+	b.Run("claim", func(b *testing.B) {
+		b.SetParallelism(64)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				c := order.KeyClaim{OrderID: uuid.New(), RequestHash: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", OrderNumber: "FS-20261204-000001000"}
+				if _, err := db.ClaimKey(ctx, c); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	})
+	b.Run("facts", func(b *testing.B) {
+		b.SetParallelism(64)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := db.CheckoutFacts(ctx, "bench", uuid.New(), uuid.NewString()); err != nil {
+					b.Error(err)
+				}
+			}
+		})
+	})
 }

@@ -64,8 +64,12 @@ type OrderStore interface {
 	OrdersByUser(ctx context.Context, userID, cursor string, limit int) ([]order.Order, string, error)
 	// CheckoutFacts tells, in one query, whether the address is the
 	// user's, and which order an earlier request with the Idempotency-Key
-	// placed (none for key "").
+	// placed, or else its claim (none for key "").
 	CheckoutFacts(ctx context.Context, userID string, addressID uuid.UUID, key string) (order.CheckoutFacts, error)
+	// ClaimKey records the claim of a checkout on its Idempotency-Key
+	// before its command is published, unless the key has one: then it
+	// returns that one and stores nothing.
+	ClaimKey(ctx context.Context, c order.KeyClaim) (prior *order.KeyClaim, err error)
 	// AbandonCommand makes sure nobody applies a command whose publish
 	// failed, unless somebody did already: then it reports applied.
 	AbandonCommand(ctx context.Context, id uuid.UUID, partition int) (applied bool, err error)
