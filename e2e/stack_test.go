@@ -75,7 +75,13 @@ func newStack(t *testing.T) *stack {
 // connect opens a NATS connection closed when the test ends.
 func (s *stack) connect(t *testing.T, name string) *nats.Conn {
 	t.Helper()
-	nc, err := natsbus.Connect(s.NATS.ClientURL(), name, s.log)
+	return s.connectURL(t, name, s.NATS.ClientURL())
+}
+
+// connectURL is connect to the server at url (a proxy of the test's).
+func (s *stack) connectURL(t *testing.T, name, url string) *nats.Conn {
+	t.Helper()
+	nc, err := natsbus.Connect(url, name, s.log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +117,15 @@ func (s *stack) openRedis(t *testing.T) *redisstore.Store {
 // test ends.
 func (s *stack) startIngress(t *testing.T, name string) *api {
 	t.Helper()
+	return s.startIngressVia(t, name, s.NATS.ClientURL())
+}
+
+// startIngressVia is startIngress with the ingress's NATS connection to
+// natsURL (a proxy of the test's server).
+func (s *stack) startIngressVia(t *testing.T, name, natsURL string) *api {
+	t.Helper()
 	db, rs := s.openDB(t), s.openRedis(t)
-	nc := s.connect(t, "orderd-api-"+name)
+	nc := s.connectURL(t, "orderd-api-"+name, natsURL)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

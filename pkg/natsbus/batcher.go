@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -26,6 +27,12 @@ import (
 // command is published at once, alone. Every caller returns only after the
 // message that carries its command is acknowledged by JetStream (and so, with
 // sync_interval always, on disk), or with an error when that is unknown.
+//
+// A caller that gives up (its context ends) while its command still waits
+// in the queue takes it out: the command is never sent, and the error says
+// so (ErrNotPublished). Once a message carries the command, nobody can
+// take it back: the server may store it whenever the message arrives, and
+// the caller's error says that the command may be stored.
 //
 // Records of orders the ingress decided itself (order.KindRecordRejection)
 // have a queue of their own after the partitions', on order.IngressSubject.
@@ -53,11 +60,33 @@ type BatchConfig struct {
 	Registerer prometheus.Registerer
 }
 
+// ErrNotPublished marks an error of Publish after which the command is
+// certainly not stored, now or later: it never left this process. Any
+// other error of Publish leaves that unknown.
+var ErrNotPublished = errors.New("the command was not published")
+
+// A pending command is queued until either a message takes it or its
+// caller abandons it, whichever comes first; the other finds it moved on.
+const (
+	queued int32 = iota
+	taken
+	abandoned
+)
+
 type pending struct {
-	raw  json.RawMessage
-	id   uuid.UUID
-	done chan error
+	raw   json.RawMessage
+	id    uuid.UUID
+	done  chan error
+	state atomic.Int32 // queued, then taken or abandoned
 }
+
+// take moves p from the queue into a message, unless its caller abandoned
+// it.
+func (p *pending) take() bool { return p.state.CompareAndSwap(queued, taken) }
+
+// abandon takes p out of the queue for its caller, unless a message took
+// it already.
+func (p *pending) abandon() bool { return p.state.CompareAndSwap(queued, abandoned) }
 
 // NewBatchPublisher starts one queue per partition; Close stops them.
 func NewBatchPublisher(js jetstream.JetStream, cfg BatchConfig) *BatchPublisher {
@@ -102,9 +131,10 @@ func NewBatchPublisher(js jetstream.JetStream, cfg BatchConfig) *BatchPublisher 
 
 // Publish queues cmd for its partition and waits until the message carrying
 // it is acknowledged, or ctx ends. An EUNAVAILABLE error means JetStream did
-// not confirm the command in time: it may or may not be stored, and a retry
-// with the same command id is safe (the partition skips a command it has
-// applied).
+// not confirm the command in time: if it wraps ErrNotPublished, the command
+// was never sent (ctx ended while it was queued, or the publisher closed);
+// otherwise it may be stored, now or later, and a retry with the same
+// command id is safe (the partition skips a command it has applied).
 func (b *BatchPublisher) Publish(ctx context.Context, cmd order.Command) error {
 	if cmd.Partition < 0 || cmd.Partition >= len(b.queues)-1 {
 		return fmt.Errorf("publish command: partition %d of %d", cmd.Partition, len(b.queues)-1)
@@ -121,17 +151,22 @@ func (b *BatchPublisher) Publish(ctx context.Context, cmd order.Command) error {
 	select {
 	case q <- p:
 	case <-ctx.Done():
-		return unavailable(ctx.Err())
+		return notPublished(ctx.Err())
 	case <-b.stop:
-		return unavailable(errors.New("publisher closed"))
+		return notPublished(errClosed)
 	}
 	select {
 	case err := <-p.done:
 		return err
 	case <-ctx.Done():
-		return unavailable(ctx.Err())
+		if p.abandon() {
+			return notPublished(ctx.Err())
+		}
+		return unavailable(fmt.Errorf("the message carrying the command was not acknowledged yet: %w", ctx.Err()))
 	}
 }
+
+var errClosed = errors.New("publisher closed")
 
 // Close stops the queues after the messages being published are settled.
 // Commands still queued fail with EUNAVAILABLE.
@@ -153,22 +188,10 @@ func (b *BatchPublisher) run(queue int, subject string, inFlight int) {
 			b.failQueued(q)
 			return
 		}
-		var batch []*pending
-		select {
-		case p := <-q:
-			batch = append(batch, p)
-		case <-b.stop:
+		batch := b.next(q)
+		if batch == nil {
 			b.failQueued(q)
 			return
-		}
-	drain:
-		for len(batch) < b.maxBatch {
-			select {
-			case p := <-q:
-				batch = append(batch, p)
-			default:
-				break drain
-			}
 		}
 		sends.Add(1)
 		go func() {
@@ -182,11 +205,39 @@ func (b *BatchPublisher) run(queue int, subject string, inFlight int) {
 	}
 }
 
+// next waits for the first command of q that its caller still waits for,
+// and returns it with those queued behind it (up to maxBatch), taken; nil
+// if the publisher stops first. Abandoned commands are dropped on the way.
+func (b *BatchPublisher) next(q chan *pending) []*pending {
+	var batch []*pending
+	for len(batch) == 0 {
+		select {
+		case p := <-q:
+			if p.take() {
+				batch = append(batch, p)
+			}
+		case <-b.stop:
+			return nil
+		}
+	}
+	for len(batch) < b.maxBatch {
+		select {
+		case p := <-q:
+			if p.take() {
+				batch = append(batch, p)
+			}
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
 func (b *BatchPublisher) failQueued(q chan *pending) {
 	for {
 		select {
 		case p := <-q:
-			p.done <- unavailable(errors.New("publisher closed"))
+			p.done <- notPublished(errClosed)
 		default:
 			return
 		}
@@ -240,6 +291,11 @@ func registerOnce[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 		panic(err)
 	}
 	return c
+}
+
+// notPublished is unavailable for a command that was never sent.
+func notPublished(err error) error {
+	return unavailable(fmt.Errorf("%w: %w", ErrNotPublished, err))
 }
 
 func unavailable(err error) error {

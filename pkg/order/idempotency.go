@@ -1,5 +1,7 @@
 package order
 
+import "github.com/google/uuid"
+
 // Idempotency is what the ingress remembers of a checkout sent with an
 // Idempotency-Key: the hash of the request, to tell a retry from a different
 // request that reuses the key, and the command it built, to republish it
@@ -42,4 +44,16 @@ type CheckoutFacts struct {
 	// PriorHash is the hash of the request that placed Prior ("" if
 	// none was recorded).
 	PriorHash string
+	// Claim is the key's claim, when an earlier request with the key was
+	// accepted and Prior is not written yet; or nil.
+	Claim *KeyClaim
+}
+
+// KeyClaim is the durable record of a checkout accepted with an
+// Idempotency-Key, written before its command is published: the order the
+// key names, the hash of the request, and the order number it was given.
+type KeyClaim struct {
+	OrderID     uuid.UUID
+	RequestHash string
+	OrderNumber string
 }

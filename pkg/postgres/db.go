@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -29,6 +30,9 @@ type DB struct {
 	*sqlx.DB
 	facts    *batch.Batcher[factsQuery, order.CheckoutFacts] // CheckoutFacts' group commit (checkout_facts.go)
 	defaults *batch.Batcher[string, *order.Address]          // DefaultAddress's (addresses.go)
+	claims   *batch.Batcher[order.KeyClaim, *order.KeyClaim] // ClaimKey's (checkout_facts.go)
+
+	claimsPruned atomic.Int64 // when claims were last pruned, in Unix nanoseconds
 }
 
 // Open connects to the database at dsn and checks that it answers.
@@ -51,6 +55,7 @@ func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 	d := &DB{DB: db}
 	d.facts = newFactsBatcher(d)
 	d.defaults = newDefaultsBatcher(d)
+	d.claims = newClaimsBatcher(d)
 	return d, nil
 }
 

@@ -25,7 +25,10 @@ import (
 // checkout reached its partition first after a retry) is skipped and read
 // back for the status cache, so an order has exactly one decision event.
 // Two writers that meet on one order (this and a partition) conflict on
-// the primary key: ErrBatchConflict, and the retry skips it.
+// the primary key: ErrBatchConflict, and the retry skips it. A record the
+// ingress abandoned (AbandonCommand: it answered 503) is skipped too; each
+// record written is marked processed, so that an abandon meeting it
+// conflicts the same way.
 //
 // Errors: ErrBatchConflict (apply again), a *PoisonError (drop the command
 // it names and apply the rest), EUNAVAILABLE (the database is down: retry
@@ -48,10 +51,10 @@ func recordRejections(ctx context.Context, tx *sqlx.Tx, cmds []order.Command) (*
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	res := &BatchResult{CartRemovals: map[string][]uuid.UUID{}}
 	var (
-		recs                      []order.Command
-		orderIDs, addrIDs, skuIDs []uuid.UUID
-		numbers                   []string
-		seen                      = map[uuid.UUID]bool{}
+		recs                              []order.Command
+		cmdIDs, orderIDs, addrIDs, skuIDs []uuid.UUID
+		numbers                           []string
+		seen                              = map[uuid.UUID]bool{}
 	)
 	for _, c := range cmds {
 		if c.Kind != order.KindRecordRejection || c.Rejection == nil {
@@ -63,6 +66,7 @@ func recordRejections(ctx context.Context, tx *sqlx.Tx, cmds []order.Command) (*
 		}
 		seen[k.OrderID] = true
 		recs = append(recs, c)
+		cmdIDs = append(cmdIDs, c.ID)
 		orderIDs = append(orderIDs, k.OrderID)
 		addrIDs = append(addrIDs, k.AddressID)
 		numbers = append(numbers, k.OrderNumber)
@@ -74,6 +78,10 @@ func recordRejections(ctx context.Context, tx *sqlx.Tx, cmds []order.Command) (*
 	existing, err := existingIDs(ctx, tx, `SELECT id FROM orders WHERE id = ANY($1::uuid[])`, orderIDs)
 	if err != nil {
 		return nil, fmt.Errorf("read existing orders: %w", err)
+	}
+	abandoned, err := existingIDs(ctx, tx, `SELECT id FROM processed_commands WHERE id = ANY($1::uuid[])`, cmdIDs)
+	if err != nil {
+		return nil, fmt.Errorf("read processed commands: %w", err)
 	}
 	addrs, err := existingIDs(ctx, tx, `SELECT id FROM addresses WHERE id = ANY($1::uuid[])`, addrIDs)
 	if err != nil {
@@ -98,9 +106,10 @@ func recordRejections(ctx context.Context, tx *sqlx.Tx, cmds []order.Command) (*
 	}
 
 	var (
-		sts    []*orderState
-		outbox []OutboxMessage
-		redo   []uuid.UUID
+		sts     []*orderState
+		written []order.Command
+		outbox  []OutboxMessage
+		redo    []uuid.UUID
 	)
 	for _, c := range recs {
 		r := c.Rejection
@@ -108,6 +117,8 @@ func recordRejections(ctx context.Context, tx *sqlx.Tx, cmds []order.Command) (*
 		switch {
 		case existing[k.OrderID]:
 			redo = append(redo, k.OrderID)
+			continue
+		case abandoned[c.ID]:
 			continue
 		case !addrs[k.AddressID]:
 			return nil, &PoisonError{CommandID: c.ID, Err: order.Errorf(order.EINVALID, "address %s does not exist", k.AddressID)}
@@ -119,6 +130,7 @@ func recordRejections(ctx context.Context, tx *sqlx.Tx, cmds []order.Command) (*
 			o.Number += "-" + o.ID.String()[:8] // as a partition does
 		}
 		used[o.Number] = true
+		written = append(written, c)
 		sts = append(sts, &orderState{
 			o: o, home: c.Partition, fromCart: k.FromCart, idemKey: k.IdempotencyKey, reqHash: k.RequestHash,
 			isNew: true, dirty: true, insertLines: true,
@@ -140,6 +152,9 @@ func recordRejections(ctx context.Context, tx *sqlx.Tx, cmds []order.Command) (*
 	if err := InsertOutbox(ctx, tx, outbox); err != nil {
 		return nil, err
 	}
+	if err := insertProcessed(ctx, tx, written, now); err != nil {
+		return nil, err
+	}
 	res.Applied, res.Skipped, res.Outbox = len(sts), len(redo), len(outbox)
 	if len(redo) > 0 {
 		back, err := loadOrders(ctx, tx, redo, false)
@@ -153,6 +168,27 @@ func recordRejections(ctx context.Context, tx *sqlx.Tx, cmds []order.Command) (*
 		}
 	}
 	return res, nil
+}
+
+// insertProcessed marks cmds processed; no ON CONFLICT: an AbandonCommand
+// (or another writer) that got there first fails the batch, which then
+// skips them.
+func insertProcessed(ctx context.Context, tx *sqlx.Tx, cmds []order.Command, now time.Time) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	ids, kinds, parts := make([]string, len(cmds)), make([]string, len(cmds)), make([]int64, len(cmds))
+	for i, c := range cmds {
+		ids[i], kinds[i], parts[i] = c.ID.String(), string(c.Kind), int64(c.Partition)
+	}
+	_, err := tx.ExecContext(ctx, `
+		INSERT INTO processed_commands (id, kind, partition, applied_at)
+		SELECT v.id, v.kind, v.p, $4::timestamptz FROM unnest($1::uuid[], $2::text[], $3::int[]) AS v(id, kind, p)`,
+		pq.Array(ids), pq.Array(kinds), pq.Array(parts), pgTime(now))
+	if err != nil {
+		return fmt.Errorf("insert processed commands: %w", err)
+	}
+	return nil
 }
 
 // existingIDs runs query with ids as $1 and returns the ids it selects.

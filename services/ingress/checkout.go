@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/flashsale/orderd/pkg/natsbus"
 	"github.com/flashsale/orderd/pkg/order"
 	"github.com/flashsale/orderd/pkg/redisstore"
 )
@@ -178,8 +180,8 @@ func (s *Server) checkout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	published, err := s.checkoutClaimed(w, r, &req, claim, id, key, hash)
-	if rerr := s.Status.ReleaseIdempotency(ctx, id, claim, published); rerr != nil {
+	record, err := s.checkoutClaimed(w, r, &req, claim, id, key, hash)
+	if rerr := s.Status.ReleaseIdempotency(ctx, id, claim, record); rerr != nil {
 		// The lock expires by itself; an unmarked record only makes a
 		// retry republish the command, which is harmless.
 		s.log.WarnContext(ctx, "checkout: could not release the idempotency key", "order", id, "err", rerr)
@@ -216,8 +218,10 @@ func (s *Server) claimIdempotency(ctx context.Context, id uuid.UUID) (redisstore
 // before the ack: the command id is the order id, so JetStream drops a
 // duplicate within its window and the partition skips an order it has
 // already written after it). Otherwise the order is placed, unless
-// PostgreSQL knows the key (placeOrder). It returns the record to store as
-// published when the request published its command.
+// PostgreSQL knows the key (placeOrder). It returns the key's record to
+// store if the request changed it: marked published when the request
+// published its command, or with a new command id when a publish failed
+// (publishCheckout).
 func (s *Server) checkoutClaimed(w http.ResponseWriter, r *http.Request, req *checkoutRequest, claim redisstore.Claim, id uuid.UUID, key, hash string) (*order.Idempotency, error) {
 	rec := claim.Record
 	if rec == nil {
@@ -226,16 +230,16 @@ func (s *Server) checkoutClaimed(w http.ResponseWriter, r *http.Request, req *ch
 	if rec.RequestHash != hash {
 		return nil, errKeyReused()
 	}
-	var published *order.Idempotency
+	var changed *order.Idempotency
 	if !rec.Published {
 		if err := s.publishCheckout(r.Context(), rec.Command, rec); err != nil {
-			return nil, err
+			return rec, err
 		}
 		rec.Published = true
-		published = rec
+		changed = rec
 	}
-	writeAccepted(w, rec.Command.ID, rec.Command.Checkout.OrderNumber, true)
-	return published, nil
+	writeAccepted(w, rec.Command.Checkout.OrderID, rec.Command.Checkout.OrderNumber, true)
+	return changed, nil
 }
 
 // errKeyReused is the answer to an Idempotency-Key sent again with another
@@ -249,24 +253,57 @@ func errKeyReused() error {
 // caller's, the cart holds the SKUs, no SKU's sale is paused), builds the
 // checkout command and publishes it. An order that PostgreSQL already
 // holds for the Idempotency-Key (its Redis record was lost or expired) is
-// answered as a replay instead. It returns the idempotency record to mark
-// published, if any.
+// answered as a replay instead; so is a key claimed by an earlier request
+// whose order is not written yet (claimKey). It returns the idempotency
+// record to store, if any (see checkoutClaimed).
 func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkoutRequest, id uuid.UUID, key, hash string) (*order.Idempotency, error) {
 	ctx, user := r.Context(), principal(r.Context()).UserID
-	lines, prices, soldOut, prior, err := s.checkoutFacts(ctx, user, req, key)
+	lines, prices, soldOut, facts, err := s.checkoutFacts(ctx, user, req, key, hash)
 	if err != nil {
 		return nil, err
 	}
-	if prior != nil {
-		if prior.PriorHash != "" && prior.PriorHash != hash {
+	if p := facts.Prior; p != nil {
+		if facts.PriorHash != "" && facts.PriorHash != hash {
 			return nil, errKeyReused()
 		}
-		writeAccepted(w, prior.Prior.ID, prior.Prior.Number, true)
+		writeAccepted(w, p.ID, p.Number, true)
 		return nil, nil
 	}
-	seq, err := s.Numbers.NextOrderSeq(ctx)
+	cmd, err := s.checkoutCommand(ctx, user, req, id, key, hash, lines, prices)
 	if err != nil {
 		return nil, err
+	}
+	claim, err := s.claimKey(ctx, &cmd, facts.Claim)
+	if err != nil {
+		return nil, err
+	}
+	var rec *order.Idempotency
+	if key != "" {
+		rec = &order.Idempotency{RequestHash: hash, Command: cmd}
+	}
+	if len(soldOut) > 0 && claim == nil {
+		// A SKU is sold out: rejected here, recorded without the
+		// partition (soldout.go). A retry of a claimed key goes to the
+		// partition, as a retry of a Redis record does.
+		if err := s.rejectSoldOut(ctx, cmd, soldOut, rec); err != nil {
+			return nil, err
+		}
+	} else if err := s.publishCheckout(ctx, cmd, rec); err != nil {
+		return rec, err
+	}
+	writeAccepted(w, cmd.Checkout.OrderID, cmd.Checkout.OrderNumber, claim != nil)
+	if rec != nil {
+		rec.Published = true
+	}
+	return rec, nil
+}
+
+// checkoutCommand builds the checkout command of a new order: id, a new
+// order number, the lines and their quoted prices.
+func (s *Server) checkoutCommand(ctx context.Context, user string, req *checkoutRequest, id uuid.UUID, key, hash string, lines []order.LineRequest, prices map[uuid.UUID]int64) (order.Command, error) {
+	seq, err := s.Numbers.NextOrderSeq(ctx)
+	if err != nil {
+		return order.Command{}, err
 	}
 	// PostgreSQL keeps microseconds: the time the cache and the database
 	// hold must be the same for the order list's keyset to line up.
@@ -291,26 +328,49 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkou
 		},
 	}
 	if err := cmd.Validate(cmd.Partition, s.cfg.Partitions); err != nil {
-		return nil, fmt.Errorf("checkout built an invalid command: %v", err) // a bug: 500
+		return order.Command{}, fmt.Errorf("checkout built an invalid command: %v", err) // a bug: 500
 	}
-	var rec *order.Idempotency
-	if key != "" {
-		rec = &order.Idempotency{RequestHash: hash, Command: cmd}
+	return cmd, nil
+}
+
+// claimKey makes a keyed checkout's claim on its Idempotency-Key durable
+// in PostgreSQL before its command is published (postgres ClaimKey), so
+// that the key is told apart from another request reusing it even after
+// Redis lost its record and before the partition writes the order (the
+// partition cannot help: of two commands for one order id, it applies
+// whichever comes first, and the other buyer has had a 202 already).
+//
+// If the key was claimed before (claim, from CheckoutFacts, or found by
+// ClaimKey), this request is a retry of that checkout whose Redis record
+// was lost: with another body it is 422; with the same body, cmd takes the
+// claim's order number, so the answer is the first one, and a new command
+// id, because the first one's may have been abandoned (publishOrder). The
+// partition applies whichever of the two commands arrives first and skips
+// the other (same order id). It returns the earlier claim, or nil.
+//
+// This costs a PostgreSQL write per keyed checkout, batched like
+// CheckoutFacts; the cheaper ways fall short: JetStream's dedupe window
+// (PubAck.Duplicate) covers two minutes and a lone message only, and a
+// verdict from the partition would make every keyed checkout wait for its
+// decision, since a first use and a lost record look alike.
+func (s *Server) claimKey(ctx context.Context, cmd *order.Command, claim *order.KeyClaim) (*order.KeyClaim, error) {
+	k := cmd.Checkout
+	if k.IdempotencyKey == "" {
+		return nil, nil
 	}
-	if len(soldOut) > 0 {
-		// A SKU is sold out: rejected here, recorded without the
-		// partition (soldout.go).
-		if err := s.rejectSoldOut(ctx, cmd, soldOut, rec); err != nil {
+	if claim == nil {
+		var err error
+		claim, err = s.Orders.ClaimKey(ctx, order.KeyClaim{OrderID: k.OrderID, RequestHash: k.RequestHash, OrderNumber: k.OrderNumber})
+		if err != nil || claim == nil {
 			return nil, err
 		}
-	} else if err := s.publishCheckout(ctx, cmd, rec); err != nil {
-		return nil, err
 	}
-	writeAccepted(w, cmd.ID, cmd.Checkout.OrderNumber, false)
-	if rec != nil {
-		rec.Published = true
+	if claim.RequestHash != k.RequestHash {
+		return nil, errKeyReused()
 	}
-	return rec, nil
+	cmd.ID = uuid.New()
+	k.OrderNumber = claim.OrderNumber
+	return claim, nil
 }
 
 // checkoutFacts checks what the request names against the stores and
@@ -319,13 +379,14 @@ func (s *Server) placeOrder(w http.ResponseWriter, r *http.Request, req *checkou
 // the lines snapshot), and no SKU's sale may be paused. PostgreSQL answers
 // the address and the Idempotency-Key in one query while Redis reads the
 // cart and the lines' sold-out markers. Field errors of both checks come in
-// one 422. It also returns the SKUs' current prices (the order's quote) and
-// the lines' SKUs marked sold out (soldout.go); or, before any check, the
-// facts naming the order an earlier request with the key placed.
-func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRequest, key string) (lines []order.LineRequest, prices map[uuid.UUID]int64, soldOut []uuid.UUID, prior *order.CheckoutFacts, err error) {
+// one 422. It also returns the SKUs' current prices (the order's quote),
+// the lines' SKUs marked sold out (soldout.go) and the facts, with the
+// key's claim if it has one; or, before any check, the facts naming the
+// order an earlier request with the key placed, or EINVALID if the key's
+// claim is another request's (hash).
+func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRequest, key, hash string) (lines []order.LineRequest, prices map[uuid.UUID]int64, soldOut []uuid.UUID, facts order.CheckoutFacts, err error) {
 	var (
 		wg      sync.WaitGroup
-		facts   order.CheckoutFacts
 		factErr error
 	)
 	wg.Add(1)
@@ -343,11 +404,13 @@ func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRe
 		soldOut, soldErr = s.soldOutLines(ctx, lines)
 	}
 	wg.Wait()
-	if factErr != nil {
-		return nil, nil, nil, nil, factErr
-	}
-	if facts.Prior != nil {
-		return nil, nil, nil, &facts, nil
+	switch {
+	case factErr != nil:
+		return nil, nil, nil, facts, factErr
+	case facts.Prior != nil:
+		return nil, nil, nil, facts, nil
+	case facts.Claim != nil && facts.Claim.RequestHash != hash:
+		return nil, nil, nil, facts, errKeyReused()
 	}
 	var f order.Fields
 	if !facts.AddressOK {
@@ -358,20 +421,20 @@ func (s *Server) checkoutFacts(ctx context.Context, user string, req *checkoutRe
 	case order.EINVALID:
 		f = append(f, order.ErrorFields(cartErr)...)
 	default:
-		return nil, nil, nil, nil, cartErr
+		return nil, nil, nil, facts, cartErr
 	}
 	if err := f.Err("the order cannot be placed"); err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, nil, facts, err
 	}
 	for _, l := range lines {
 		if paused[l.SKUID] {
-			return nil, nil, nil, nil, order.Errorf(order.EPAUSED, "the sale of SKU %s is paused", l.SKUID)
+			return nil, nil, nil, facts, order.Errorf(order.EPAUSED, "the sale of SKU %s is paused", l.SKUID)
 		}
 	}
 	if soldErr != nil {
-		return nil, nil, nil, nil, soldErr
+		return nil, nil, nil, facts, soldErr
 	}
-	return lines, prices, soldOut, nil, nil
+	return lines, prices, soldOut, facts, nil
 }
 
 // checkoutLines returns the order's lines: the items of a direct purchase,
@@ -464,28 +527,72 @@ func pendingOrder(cmd order.Command) *order.Order {
 
 // publishCheckout caches the pending order (and the idempotency record rec,
 // if any), giving it a ticket in its partition's line, and publishes the
-// command, waiting up to the publish timeout for JetStream's ack. If the
-// publish fails, the pending order is taken out of the cache again, so that
-// nothing of it is visible, and the error is EUNAVAILABLE with a
-// Retry-After; rec stays, unpublished, so that a retry with the same key
-// republishes the same command.
+// command, waiting up to the publish timeout for JetStream's ack
+// (publishOrder). If the publish fails, the pending order is taken out of
+// the cache again, so that nothing of it is visible, and the error is
+// EUNAVAILABLE with a Retry-After; rec stays unpublished, so that a retry
+// with the same key republishes the same command, under a new command id
+// that this sets in rec: no partition applies the failed one
+// (publishOrder), and the caller stores rec again.
 func (s *Server) publishCheckout(ctx context.Context, cmd order.Command, rec *order.Idempotency) error {
 	pending := pendingOrder(cmd)
 	wrote, err := s.Status.PutPending(ctx, pending, rec, cmd.Partition)
 	if err != nil {
 		return err
 	}
-	if err := s.publish(ctx, cmd); err != nil {
+	if err := s.publishOrder(ctx, cmd); err != nil {
 		if wrote {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			if derr := s.Status.DropPending(dctx, pending, cmd.Partition); derr != nil {
-				s.log.ErrorContext(ctx, "checkout: could not remove the pending order of a failed publish", "order", cmd.ID, "err", derr)
+				s.log.ErrorContext(ctx, "checkout: could not remove the pending order of a failed publish", "order", cmd.Checkout.OrderID, "err", derr)
 			}
 			cancel()
+		}
+		if rec != nil {
+			rec.Command.ID = uuid.New()
 		}
 		return err
 	}
 	return nil
+}
+
+// settleTimeout bounds the database write that settles a checkout whose
+// publish failed (publishOrder).
+const settleTimeout = 5 * time.Second
+
+// publishOrder publishes the command that places an order (a checkout, or
+// the record of a rejection the ingress decided, soldout.go) and makes its
+// error true: a checkout answered 503 is never placed (SPEC 3.2: nothing
+// half-written).
+//
+// A publish can fail after the message carrying the command left the
+// process (JetStream slow, paused or cut off before its PubAck): the
+// message may be stored now or later, and then applied. Waiting longer
+// does not make that known, so the command is settled in PostgreSQL
+// instead, where the partitions (and the writer of ingress rejections)
+// record what they applied (postgres.AbandonCommand): if one applied it
+// already, the checkout succeeded after all and the answer is 202;
+// otherwise it is recorded as processed, nobody will apply it, and the
+// 503 is true. When the publisher knows the command was never sent
+// (natsbus.ErrNotPublished), there is nothing to settle. If PostgreSQL
+// cannot be written either (a second fault), the outcome stays unknown:
+// the answer is 503, and the error is logged.
+func (s *Server) publishOrder(ctx context.Context, cmd order.Command) error {
+	err := s.publish(ctx, cmd)
+	if err == nil || errors.Is(err, natsbus.ErrNotPublished) {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	applied, serr := s.Orders.AbandonCommand(sctx, cmd.ID, cmd.Partition)
+	switch {
+	case serr != nil:
+		s.log.ErrorContext(ctx, "checkout: answered 503, but its command may still be stored and applied: it could not be settled",
+			"command", cmd.ID, "kind", cmd.Kind, "publish_err", err, "err", serr)
+	case applied:
+		return nil
+	}
+	return err
 }
 
 // publish publishes one command, waiting up to the publish timeout for the

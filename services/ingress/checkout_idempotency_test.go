@@ -119,13 +119,32 @@ func TestCheckoutIdempotency(t *testing.T) {
 	})
 	t.Run("retry after Redis lost everything", func(t *testing.T) {
 		// The order's status and the record are gone, and no partition has
-		// written the order yet: the same id is published again, and
-		// JetStream's dedupe drops it.
+		// written the order yet: the key's claim in PostgreSQL still tells
+		// another body from a retry, and the retry gets the first answer.
 		for _, k := range []string{"order:", "idem:"} {
 			e.Redis.Client().Del(ctx, e.redisKey(k+first.OrderID.String()))
 		}
-		a := e.mustCheckout(t, b, body, "key-1")
-		sameAgain(t, "Redis lost", a)
+		resp, data := e.checkout(t, b, directBody(b, order.LineRequest{SKUID: sku.ID, Quantity: 3}), "key-1")
+		wantProblem(t, resp, data, http.StatusUnprocessableEntity)
+		if n := e.commandCount(t); n != base {
+			t.Errorf("another body published a command: %d on the stream, want %d", n, base)
+		}
+		resp, data = e.checkout(t, b, body, "key-1")
+		var a accepted
+		if resp.StatusCode != http.StatusAccepted || json.Unmarshal(data, &a) != nil || resp.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("retry: %d (replayed %q) %s, want a replayed 202", resp.StatusCode, resp.Header.Get("Idempotent-Replayed"), data)
+		}
+		if a.OrderID != first.OrderID || a.OrderNumber != first.OrderNumber {
+			t.Errorf("retry answered %s %s, want the first answer %s %s", a.OrderID, a.OrderNumber, first.OrderID, first.OrderNumber)
+		}
+		// The retry cannot know whether the first command was stored: it
+		// publishes the same order again, under a new command id, and the
+		// partition skips whichever comes second.
+		cmds := e.commands(t)
+		last := cmds[len(cmds)-1]
+		if len(cmds) != int(base)+1 || last.Checkout.OrderID != first.OrderID || last.Checkout.OrderNumber != first.OrderNumber || last.ID == first.OrderID {
+			t.Errorf("commands %+v: want one more, for the same order and number under a new command id", cmds[base:])
+		}
 		o := e.getOrder(t, b, first.OrderID, http.StatusOK)
 		wantStatus(t, o, order.StatusPending)
 	})

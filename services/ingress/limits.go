@@ -54,6 +54,12 @@ type limits struct {
 	mu    sync.Mutex
 	users map[string]*userLimit
 
+	// keyMu guards keys, the checkouts in flight per (user,
+	// Idempotency-Key), whose retries share one slot (admitCheckout).
+	// Taken before mu, never after.
+	keyMu sync.Mutex
+	keys  map[userKey]*keyedCheckout
+
 	backlog backlog
 
 	refused *prometheus.CounterVec
@@ -178,10 +184,11 @@ func newLimits(cfg Config, reg *prometheus.Registry) *limits {
 		userInflight: max(cfg.CheckoutInflight, 0),
 		maxUsers:     maxLimitedUsers,
 		users:        make(map[string]*userLimit),
+		keys:         make(map[userKey]*keyedCheckout),
 		backlog:      backlog{target: decideTarget, giveUp: decideGiveUp, toShed: overdueToShed, maxWatched: maxWatched},
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderd_checkout_refused_total",
-			Help: "Checkouts refused before they ran, by reason: rate (429), user_inflight (429), overload (503), backlog (503).",
+			Help: "Checkouts refused before they ran, by reason: rate (429), user_inflight (429), overload (503), backlog (503), key_retries (409).",
 		}, []string{"reason"}),
 	}
 	if l.userRate > 0 && l.userBurst <= 0 {
@@ -202,7 +209,7 @@ func newLimits(cfg Config, reg *prometheus.Registry) *limits {
 func (s *Server) checkoutLimits(h handlerFunc) handlerFunc {
 	l := newLimits(s.cfg, s.Registry)
 	perUser := s.user(func(w http.ResponseWriter, r *http.Request) error {
-		release, err := l.admitUser(principal(r.Context()).UserID, time.Now())
+		release, err := l.admitCheckout(principal(r.Context()).UserID, r.Header.Get("Idempotency-Key"), time.Now())
 		if err != nil {
 			return err
 		}
@@ -307,6 +314,66 @@ func (l *limits) admitUser(user string, now time.Time) (release func(), err erro
 		u.inflight--
 		l.mu.Unlock()
 	}, nil
+}
+
+// maxKeyRetries bounds the requests in flight with one Idempotency-Key
+// (the first and its concurrent retries): each retry waits for the first
+// on the key's Redis lock, so beyond this many a retry is answered 409 at
+// once rather than poll.
+const maxKeyRetries = 4
+
+// userKey names one user's Idempotency-Key.
+type userKey struct{ user, key string }
+
+// keyedCheckout is a checkout in flight with an Idempotency-Key: how many
+// requests carry the key, and the release of the slot the first took.
+type keyedCheckout struct {
+	n       int
+	release func()
+}
+
+// admitCheckout admits a checkout like admitUser, except that concurrent
+// retries with one Idempotency-Key count as one checkout (SPEC 3 Limits):
+// a request whose key (the raw header; "" for none) is already in flight
+// for the user shares that checkout's slot and takes no token, so it is
+// never answered 429; the handler answers it with the first request's
+// answer or 409. Past maxKeyRetries of them, it is 409 at once. The slot
+// is given back when the last request with the key is done.
+func (l *limits) admitCheckout(user, key string, now time.Time) (release func(), err error) {
+	if key == "" || (l.userRate <= 0 && l.userInflight <= 0) {
+		return l.admitUser(user, now)
+	}
+	k := userKey{user, key}
+	l.keyMu.Lock()
+	defer l.keyMu.Unlock()
+	leave := func() { l.leaveKey(k) }
+	if c := l.keys[k]; c != nil {
+		if c.n >= maxKeyRetries {
+			l.refused.WithLabelValues("key_retries").Inc()
+			return nil, withRetryAfter(order.Errorf(order.ECONFLICT, "a request with this Idempotency-Key is in progress; retry it shortly"), 1)
+		}
+		c.n++
+		return leave, nil
+	}
+	slot, err := l.admitUser(user, now)
+	if err != nil {
+		return nil, err
+	}
+	l.keys[k] = &keyedCheckout{n: 1, release: slot}
+	return leave, nil
+}
+
+// leaveKey ends one request with the key k, and gives back the checkout's
+// slot after the last.
+func (l *limits) leaveKey(k userKey) {
+	l.keyMu.Lock()
+	defer l.keyMu.Unlock()
+	c := l.keys[k]
+	if c.n--; c.n > 0 {
+		return
+	}
+	delete(l.keys, k)
+	c.release()
 }
 
 // retrySeconds rounds a wait up to whole seconds, at least 1.

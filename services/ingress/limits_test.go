@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,7 +72,10 @@ type rawResult struct {
 }
 
 // post sends a checkout without the test's helpers, for concurrent use.
-func (e *orderEnv) post(token string, body any) rawResult {
+func (e *orderEnv) post(token string, body any) rawResult { return e.postKey(token, "", body) }
+
+// postKey is post with an Idempotency-Key (none if key is "").
+func (e *orderEnv) postKey(token, key string, body any) rawResult {
 	data, err := json.Marshal(body)
 	if err != nil {
 		return rawResult{err: err}
@@ -82,6 +86,9 @@ func (e *orderEnv) post(token string, body any) rawResult {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	start := time.Now()
 	resp, err := e.Client.Do(req)
 	if err != nil {
@@ -190,6 +197,55 @@ func TestCheckoutUserInflightCap(t *testing.T) {
 	// Their slots are free again.
 	resume()
 	e.mustCheckout(t, a, body, "")
+}
+
+// TestCheckoutInflightCapCountsAKeyOnce: concurrent retries with one
+// Idempotency-Key are one checkout (SPEC 3 Limits). They share its
+// in-flight slot, so none of them is answered 429: each gets the first
+// request's answer or 409. Another key is still held to the cap.
+func TestCheckoutInflightCapCountsAKeyOnce(t *testing.T) {
+	t.Parallel()
+	e := newOrderEnv(t, withConfig(func(c *Config) { c.CheckoutInflight = 1; c.PublishTimeout = 3 * time.Second }))
+	sku := e.createSKU(t, newSKU("Limited", 1500, 100))
+	a := e.newBuyer(t)
+	body := directBody(a, order.LineRequest{SKUID: sku.ID, Quantity: 1})
+	resume := e.stallCommands(t)
+
+	const retries = 4
+	var (
+		wg   sync.WaitGroup
+		done atomic.Int64
+	)
+	got := make([]rawResult, retries)
+	post := func(i int) {
+		wg.Go(func() {
+			got[i] = e.postKey(a.Token, "one-checkout", body)
+			done.Add(1)
+		})
+	}
+	post(0)
+	e.waitInflight(t, 1)
+	for i := 1; i < retries; i++ {
+		post(i)
+	}
+	// Until all are in flight, or some came back early (refused).
+	for testutil.ToFloat64(e.Server.metrics.inflight) < retries && done.Load() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	other := e.postKey(a.Token, "another-checkout", body)
+	if other.status != http.StatusTooManyRequests {
+		t.Errorf("another key while the first is in flight: %d %s, want 429", other.status, other.body)
+	}
+	wg.Wait()
+	for i, r := range got {
+		switch r.status {
+		case http.StatusServiceUnavailable, http.StatusConflict: // the first's answer (JetStream stalls), or in flight
+		default:
+			t.Errorf("retry %d with the same key: %d %v %s, want 503 (the first's answer) or 409", i, r.status, r.err, r.body)
+		}
+	}
+	resume()
+	e.mustCheckout(t, a, body, "one-checkout")
 }
 
 func TestCheckoutShedsOverload(t *testing.T) {
@@ -331,6 +387,44 @@ func TestLimitsRetryAfter(t *testing.T) {
 	// The refusal took no token: 5s later the next one passes.
 	if _, err := l.admitUser("u", now.Add(5*time.Second)); err != nil {
 		t.Errorf("after 5s: %v", err)
+	}
+}
+
+// TestLimitsKeyRetriesShareASlot: requests with one Idempotency-Key share
+// the first one's slot without a token, up to maxKeyRetries (then 409),
+// and the slot is free again only after the last of them.
+func TestLimitsKeyRetriesShareASlot(t *testing.T) {
+	t.Parallel()
+	l := newLimits(Config{CheckoutRate: 0.001, CheckoutBurst: 1, CheckoutInflight: 1}, prometheus.NewRegistry())
+	now := time.Now()
+	var releases []func()
+	for i := range maxKeyRetries {
+		rel, err := l.admitCheckout("u", "k", now)
+		if err != nil {
+			t.Fatalf("request %d with the key: %v", i, err)
+		}
+		releases = append(releases, rel)
+	}
+	if _, err := l.admitCheckout("u", "k", now); order.ErrorCode(err) != order.ECONFLICT {
+		t.Errorf("one request more than maxKeyRetries: %v, want ECONFLICT (409)", err)
+	}
+	if _, err := l.admitCheckout("u", "other", now); order.ErrorCode(err) != order.ERATELIMIT {
+		t.Errorf("another key: %v, want ERATELIMIT (the slot is taken)", err)
+	}
+	for _, rel := range releases[1:] {
+		rel()
+	}
+	last, err := l.admitCheckout("u", "k", now)
+	if err != nil {
+		t.Fatalf("a retry while the first is still in flight: %v", err)
+	}
+	releases[0]()
+	if got := l.users["u"].inflight; got != 1 {
+		t.Errorf("after the first is done, %d slots taken, want 1 (a retry is still in flight)", got)
+	}
+	last()
+	if got, keys := l.users["u"].inflight, len(l.keys); got != 0 || keys != 0 {
+		t.Errorf("after the last, %d slots taken and %d keys tracked, want none", got, keys)
 	}
 }
 

@@ -167,7 +167,7 @@ func (s *Server) rejectSoldOut(ctx context.Context, cmd order.Command, skus []uu
 	if err := st.PutDecided(ctx, o, rec); err != nil {
 		return err
 	}
-	if err := s.publish(ctx, record); err != nil {
+	if err := s.publishOrder(ctx, record); err != nil {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		if derr := st.DropDecided(dctx, o); derr != nil {
 			s.log.ErrorContext(ctx, "checkout: could not remove the rejected order of a failed publish", "order", o.ID, "err", derr)

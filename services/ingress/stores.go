@@ -67,8 +67,15 @@ type OrderStore interface {
 	OrdersByUser(ctx context.Context, userID, cursor string, limit int) ([]order.Order, string, error)
 	// CheckoutFacts tells, in one query, whether the address is the
 	// user's, and which order an earlier request with the Idempotency-Key
-	// placed (none for key "").
+	// placed, or else its claim (none for key "").
 	CheckoutFacts(ctx context.Context, userID string, addressID uuid.UUID, key string) (order.CheckoutFacts, error)
+	// ClaimKey records the claim of a checkout on its Idempotency-Key
+	// before its command is published, unless the key has one: then it
+	// returns that one and stores nothing.
+	ClaimKey(ctx context.Context, c order.KeyClaim) (prior *order.KeyClaim, err error)
+	// AbandonCommand makes sure nobody applies a command whose publish
+	// failed, unless somebody did already: then it reports applied.
+	AbandonCommand(ctx context.Context, id uuid.UUID, partition int) (applied bool, err error)
 }
 
 // StatusCache holds the current state of recent orders where polling it is
@@ -108,7 +115,8 @@ type StatusCache interface {
 }
 
 // Publisher publishes commands to JetStream and waits for the ack
-// (pkg/natsbus). An error means the command may or may not be stored;
+// (pkg/natsbus). An error means the command may or may not be stored,
+// unless it wraps natsbus.ErrNotPublished (it was never sent);
 // republishing the same command (same id) is harmless.
 type Publisher interface {
 	Publish(ctx context.Context, cmd order.Command) error
