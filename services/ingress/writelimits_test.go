@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -132,7 +133,11 @@ func TestWriteFloodCost(t *testing.T) {
 		t.Fatal(err)
 	}
 	admitted := n - codes[http.StatusTooManyRequests]
-	if most := DefaultWriteBurst + int(DefaultWriteRate*took.Seconds()) + 1; admitted > most {
+	// The bucket refills while the flood runs; the server's clock and
+	// this one differ by a request's flight, so allow a few tokens more
+	// than burst + rate * took (the flood is 2000 requests: the bound
+	// still says nearly all of them were refused).
+	if most := DefaultWriteBurst + int(math.Ceil(DefaultWriteRate*took.Seconds()*1.1)) + 2; admitted > most {
 		t.Errorf("%d admitted in %s, more than the bucket allows (%d); answers %v", admitted, took, most, codes)
 	}
 	if stored > postgres.MaxAddresses {
